@@ -1,0 +1,61 @@
+//! The application context: configuration and the adapters, built once per cold start.
+
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+use crate::config::Config;
+use crate::events::EventBus;
+use crate::objects::ObjectStore;
+use crate::provider::{self, ImageProvider};
+use crate::queue::JobQueue;
+use crate::store::Store;
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub objects: ObjectStore,
+    pub queue: JobQueue,
+    pub events: EventBus,
+    pub provider: Arc<dyn ImageProvider>,
+}
+
+/// Loads the AWS SDK configuration (region, credentials, `AWS_ENDPOINT_URL`) once.
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+impl App {
+    /// Builds everything from the environment; fails fast naming what is missing.
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let config = Config::from_env()?;
+        let sdk = sdk_config().await;
+        Self::new(config, &sdk)
+    }
+
+    pub fn new(config: Config, sdk: &SdkConfig) -> anyhow::Result<Self> {
+        // A custom endpoint (the local emulator) serves buckets by path, not by host name.
+        let s3_conf = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(sdk.endpoint_url().is_some())
+            .build();
+        let provider = provider::from_config(&config.provider, config.provider_timeout)?;
+        Ok(Self {
+            store: Store::new(aws_sdk_dynamodb::Client::new(sdk), &config.table_name),
+            objects: ObjectStore::new(aws_sdk_s3::Client::from_conf(s3_conf), &config.bucket_name),
+            queue: JobQueue::new(
+                aws_sdk_sqs::Client::new(sdk),
+                &config.generation_queue_url,
+                &config.generation_dlq_url,
+            ),
+            events: EventBus::new(aws_sdk_eventbridge::Client::new(sdk), &config.event_bus_name),
+            provider,
+            config,
+        })
+    }
+
+    /// The same application with another image provider (tests, dev host).
+    pub fn with_provider(mut self, provider: Arc<dyn ImageProvider>) -> Self {
+        self.provider = provider;
+        self
+    }
+}

@@ -1,0 +1,181 @@
+//! Typed configuration, parsed once at init. A missing or malformed variable fails fast with a
+//! message naming it; secrets are wrapped so they never print.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::domain::retention::RetentionPolicy;
+
+/// A secret value (API key): `Debug` and `Display` never reveal it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ProviderConfig {
+    /// The embedded renderer: draws a real image locally, no account needed.
+    Local,
+    /// The OpenAI Images API, or any server speaking its wire format.
+    OpenAi {
+        base_url: String,
+        model: String,
+        api_key: Secret,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub table_name: String,
+    pub bucket_name: String,
+    pub generation_queue_url: String,
+    pub generation_dlq_url: String,
+    pub event_bus_name: String,
+    pub retention: RetentionPolicy,
+    /// Credits granted once when an account is onboarded.
+    pub signup_credits: u64,
+    pub provider: ProviderConfig,
+    /// Timeout of one provider call.
+    pub provider_timeout: Duration,
+    /// Retries of a provider call on transient errors, within one delivery.
+    pub provider_max_retries: u32,
+    /// How long a worker's claim on a running job lasts before it counts as stuck.
+    pub job_lease: Duration,
+    /// How long a job may stay queued before the sweep fails and refunds it.
+    pub queue_timeout: Duration,
+    /// Lifetime of presigned download URLs.
+    pub download_url_ttl: Duration,
+    /// Version of the published privacy policy.
+    pub policy_version: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("missing required environment variable {0}")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup` (the environment in production, a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &'static str| -> Option<String> {
+            lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+        };
+        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+        let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v.parse::<u64>().map_err(|e| ConfigError::Invalid {
+                    name,
+                    reason: e.to_string(),
+                }),
+            }
+        };
+
+        let retention = match get("RETENTION_DAYS") {
+            None => RetentionPolicy::default(),
+            Some(v) => RetentionPolicy::parse(&v).map_err(|reason| ConfigError::Invalid {
+                name: "RETENTION_DAYS",
+                reason,
+            })?,
+        };
+
+        let provider = match get("IMAGE_PROVIDER").as_deref().unwrap_or("local") {
+            "local" => ProviderConfig::Local,
+            "openai" => ProviderConfig::OpenAi {
+                base_url: get("OPENAI_BASE_URL")
+                    .unwrap_or_else(|| "https://api.openai.com".to_string())
+                    .trim_end_matches('/')
+                    .to_string(),
+                model: get("OPENAI_MODEL").unwrap_or_else(|| "gpt-image-1".to_string()),
+                api_key: Secret::new(required("OPENAI_API_KEY")?),
+            },
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "IMAGE_PROVIDER",
+                    reason: format!("{other:?} is not one of \"local\", \"openai\""),
+                })
+            }
+        };
+
+        Ok(Self {
+            table_name: required("TABLE_NAME")?,
+            bucket_name: required("BUCKET_NAME")?,
+            generation_queue_url: required("GENERATION_QUEUE_URL")?,
+            generation_dlq_url: required("GENERATION_DLQ_URL")?,
+            event_bus_name: required("EVENT_BUS_NAME")?,
+            retention,
+            signup_credits: number("SIGNUP_CREDITS", 10)?,
+            provider,
+            provider_timeout: Duration::from_secs(number("PROVIDER_TIMEOUT_SECS", 60)?),
+            provider_max_retries: number("PROVIDER_MAX_RETRIES", 2)? as u32,
+            job_lease: Duration::from_secs(number("JOB_LEASE_SECS", 300)?),
+            queue_timeout: Duration::from_secs(number("JOB_QUEUE_TIMEOUT_SECS", 3600)?),
+            download_url_ttl: Duration::from_secs(number("DOWNLOAD_URL_TTL_SECS", 300)?),
+            policy_version: get("POLICY_VERSION").unwrap_or_else(|| "2026-11-22".to_string()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn base() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            ("TABLE_NAME", "t"),
+            ("BUCKET_NAME", "b"),
+            ("GENERATION_QUEUE_URL", "q"),
+            ("GENERATION_DLQ_URL", "d"),
+            ("EVENT_BUS_NAME", "e"),
+        ])
+    }
+
+    #[test]
+    fn missing_variable_is_named() {
+        let mut env = base();
+        env.remove("BUCKET_NAME");
+        let err = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("BUCKET_NAME"));
+    }
+
+    #[test]
+    fn defaults_and_secret_never_prints() {
+        let mut env = base();
+        env.insert("IMAGE_PROVIDER", "openai");
+        env.insert("OPENAI_API_KEY", "sk-very-secret");
+        let cfg = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(cfg.signup_credits, 10);
+        assert_eq!(cfg.retention.content_days(), Some(14));
+        assert!(!format!("{cfg:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn unknown_provider_is_rejected() {
+        let mut env = base();
+        env.insert("IMAGE_PROVIDER", "dalle-by-hand");
+        let err = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { name: "IMAGE_PROVIDER", .. }));
+    }
+}

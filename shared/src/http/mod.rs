@@ -1,0 +1,50 @@
+//! HTTP plumbing shared by the API functions: caller identity from the JWT authorizer's claims,
+//! body parsing, routing helpers and problem+json responses.
+
+pub mod auth;
+pub mod request;
+pub mod response;
+
+pub use auth::Caller;
+pub use request::{json_body, path_param, query_param, route_key};
+pub use response::{json, no_content, problem};
+
+use lambda_http::{Body, Request, Response};
+use tracing::Instrument;
+
+use crate::error::ApiError;
+
+/// Runs an API handler inside a span carrying the request id (and, once known, the user id),
+/// and turns its `ApiError` into a problem+json response. Client errors are `Ok` responses.
+pub async fn serve<F, Fut>(req: Request, handler: F) -> Result<Response<Body>, lambda_http::Error>
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Result<Response<Body>, ApiError>>,
+{
+    let request_id = request::request_id(&req);
+    let route = route_key(&req).unwrap_or_default();
+    let user_id = auth::Caller::from_request(&req)
+        .map(|c| c.user_id.to_string())
+        .unwrap_or_default();
+    let span = tracing::info_span!("request", request_id = %request_id, route = %route, user_id = %user_id);
+    async move {
+        let result = handler(req).await;
+        let response = match result {
+            Ok(resp) => resp,
+            Err(err) => {
+                match &err {
+                    ApiError::Internal(e) => tracing::error!(error = ?e, "request failed"),
+                    ApiError::Unavailable(e) => tracing::warn!(error = %e, "dependency unavailable"),
+                    ApiError::Client { status, code, .. } => {
+                        tracing::info!(status, code, "request rejected")
+                    }
+                }
+                problem(&err, &request_id)
+            }
+        };
+        tracing::info!(status = response.status().as_u16(), "request done");
+        Ok(response)
+    }
+    .instrument(span)
+    .await
+}

@@ -1,0 +1,159 @@
+//! The OpenAI Images API (`POST /v1/images/generations`, gpt-image-1 shape). Base URL, model
+//! and key come from configuration, so any server speaking this wire format works.
+//!
+//! Errors: `400` with code `moderation_blocked` is a moderation refusal (final); `429`, `5xx`,
+//! timeouts and connection failures are transient; any other failure is final. API data is not
+//! used for training by OpenAI (U3); the request carries no user identifier.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::{ImageProvider, ProviderError, ProviderRequest};
+use crate::config::Secret;
+
+pub struct OpenAiImages {
+    http: reqwest::Client,
+    url: String,
+    model: String,
+    api_key: Secret,
+}
+
+#[derive(Serialize)]
+struct ImagesRequest<'a> {
+    model: &'a str,
+    prompt: &'a str,
+    n: u8,
+    size: &'a str,
+    quality: &'a str,
+    output_format: &'a str,
+    moderation: &'a str,
+}
+
+#[derive(Deserialize)]
+struct ImagesResponse {
+    data: Vec<ImageData>,
+}
+
+#[derive(Deserialize)]
+struct ImageData {
+    b64_json: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+impl OpenAiImages {
+    pub fn new(base_url: &str, model: &str, api_key: Secret, timeout: Duration) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(Duration::from_secs(10))
+                .build()?,
+            url: format!("{}/v1/images/generations", base_url.trim_end_matches('/')),
+            model: model.to_string(),
+            api_key,
+        })
+    }
+}
+
+/// Classifies a non-success answer.
+fn classify(status: u16, body: &str) -> ProviderError {
+    let parsed = serde_json::from_str::<ErrorEnvelope>(body).ok();
+    let message = parsed
+        .as_ref()
+        .map(|e| e.error.message.clone())
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    let code = parsed.and_then(|e| e.error.code);
+    match status {
+        400 if code.as_deref() == Some("moderation_blocked") => ProviderError::Moderation(message),
+        408 | 409 | 429 | 500..=599 => ProviderError::Transient(format!("HTTP {status}: {message}")),
+        _ => ProviderError::Permanent(format!("HTTP {status}: {message}")),
+    }
+}
+
+#[async_trait]
+impl ImageProvider for OpenAiImages {
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+
+    async fn generate(&self, req: &ProviderRequest<'_>) -> Result<Vec<Vec<u8>>, ProviderError> {
+        let body = ImagesRequest {
+            model: &self.model,
+            prompt: req.prompt,
+            n: req.n,
+            size: req.size.as_str(),
+            quality: req.quality.as_str(),
+            output_format: req.output_format.as_str(),
+            moderation: "auto",
+        };
+        let resp = self
+            .http
+            .post(&self.url)
+            .bearer_auth(self.api_key.expose())
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ProviderError::Transient(format!("request failed: {e}")))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| ProviderError::Transient(format!("reading the response failed: {e}")))?;
+        if !(200..300).contains(&status) {
+            return Err(classify(status, &text));
+        }
+        let parsed: ImagesResponse = serde_json::from_str(&text)
+            .map_err(|e| ProviderError::Permanent(format!("unexpected response: {e}")))?;
+        let images = parsed
+            .data
+            .into_iter()
+            .map(|d| {
+                let b64 = d
+                    .b64_json
+                    .ok_or_else(|| ProviderError::Permanent("response item without b64_json".into()))?;
+                STANDARD
+                    .decode(b64)
+                    .map_err(|e| ProviderError::Permanent(format!("bad base64 in response: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if images.len() != usize::from(req.n) {
+            return Err(ProviderError::Permanent(format!(
+                "asked for {} images, got {}",
+                req.n,
+                images.len()
+            )));
+        }
+        Ok(images)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_classes_follow_the_wire_format() {
+        let moderation = r#"{"error":{"message":"Your request was rejected","type":"image_generation_user_error","param":null,"code":"moderation_blocked"}}"#;
+        assert!(matches!(classify(400, moderation), ProviderError::Moderation(_)));
+        assert!(matches!(classify(429, "{}"), ProviderError::Transient(_)));
+        assert!(matches!(classify(503, "oops"), ProviderError::Transient(_)));
+        assert!(matches!(classify(400, r#"{"error":{"message":"bad size","code":null}}"#), ProviderError::Permanent(_)));
+        assert!(matches!(classify(401, "{}"), ProviderError::Permanent(_)));
+    }
+}

@@ -1,0 +1,283 @@
+//! Generation requests (U1, G4, R1): create with credit reservation and idempotency, history,
+//! details with short-lived download links, and deletion.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tracing::instrument;
+
+use crate::app::App;
+use crate::domain::cursor;
+use crate::domain::generation::{GenerationRequestBody, GenerationSettings, Job, JobMessage, JobStatus};
+use crate::domain::pricing;
+use crate::error::ApiError;
+use crate::http::Caller;
+use crate::objects::generation_prefix;
+use crate::services::accounts::require_onboarded;
+use crate::store::keys::GEN_PREFIX;
+use crate::store::{CreateJob, CreateOutcome, IdempotencyRecord};
+
+pub const DEFAULT_PAGE: i32 = 20;
+pub const MAX_PAGE: i32 = 100;
+pub const IDEMPOTENCY_KEY_MAX: usize = 255;
+
+#[derive(Debug, Serialize)]
+pub struct ImageView {
+    pub url: String,
+    pub width: u32,
+    pub height: u32,
+    pub format: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FailureView {
+    pub code: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GenerationView {
+    pub id: String,
+    pub status: JobStatus,
+    pub prompt: String,
+    pub size: String,
+    pub quality: String,
+    pub n: u8,
+    pub seed: u64,
+    pub output_format: String,
+    pub images: Vec<ImageView>,
+    pub failure: Option<FailureView>,
+    pub credits_charged: u64,
+    pub credits_refunded: u64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub delete_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Renders a job, presigning a short-lived download URL per image.
+pub async fn view(app: &App, job: &Job) -> Result<GenerationView, ApiError> {
+    let mut images = Vec::with_capacity(job.images.len());
+    for img in &job.images {
+        images.push(ImageView {
+            url: app
+                .objects
+                .presign_get(&img.key, app.config.download_url_ttl)
+                .await?,
+            width: img.width,
+            height: img.height,
+            format: img.format.clone(),
+        });
+    }
+    Ok(GenerationView {
+        id: job.id.clone(),
+        status: job.status,
+        prompt: job.settings.prompt.as_str().to_string(),
+        size: job.settings.size.as_str().into(),
+        quality: job.settings.quality.as_str().into(),
+        n: job.settings.n,
+        seed: job.settings.seed,
+        output_format: job.settings.output_format.as_str().into(),
+        images,
+        failure: job.failure_code.as_ref().map(|code| FailureView {
+            code: code.clone(),
+            reason: job.failure_reason.clone().unwrap_or_default(),
+        }),
+        credits_charged: job.cost,
+        credits_refunded: job.refunded,
+        created_at: job.created_at.to_rfc3339(),
+        updated_at: job.updated_at.to_rfc3339(),
+        delete_at: job.delete_at.map(|d| d.to_rfc3339()),
+    })
+}
+
+fn parse_idempotency_key(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    match raw {
+        None => Ok(None),
+        Some(k) if !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX && k.bytes().all(|b| (0x21..=0x7e).contains(&b)) => {
+            Ok(Some(k.to_string()))
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"),
+        )),
+    }
+}
+
+/// The request's fingerprint: a hash of the canonical JSON (sorted keys, no whitespace).
+fn request_hash(body: &Value) -> String {
+    hex::encode(Sha256::digest(body.to_string().as_bytes()))
+}
+
+fn is_job_id(id: &str) -> bool {
+    id.len() == 26 && id.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+}
+
+/// `POST /v1/generations`: returns the status code and body (202 with the job).
+#[instrument(skip_all, fields(user_id = %caller.user_id))]
+pub async fn create(
+    app: &App,
+    caller: &Caller,
+    body: &Value,
+    idempotency_key: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(u16, Value), ApiError> {
+    let user_id = caller.user_id.as_str();
+    require_onboarded(app, caller).await?;
+    let parsed: GenerationRequestBody = serde_json::from_value(body.clone())
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("request body: {e}")))?;
+    let settings = GenerationSettings::parse(&parsed)?;
+    let idem_key = parse_idempotency_key(idempotency_key)?;
+    let hash = request_hash(body);
+
+    let job_id = ulid::Ulid::from_datetime(now.into()).to_string().to_lowercase();
+    let cost = pricing::cost(settings.size, settings.quality, settings.n).get();
+    let delete_at = app.config.retention.content_delete_at(now);
+    let queue_deadline = now + chrono::Duration::from_std(app.config.queue_timeout).unwrap_or_default();
+    let job = Job {
+        id: job_id.clone(),
+        user_id: user_id.to_string(),
+        status: JobStatus::Queued,
+        settings: settings.clone(),
+        cost,
+        refunded: 0,
+        images: vec![],
+        failure_code: None,
+        failure_reason: None,
+        created_at: now,
+        updated_at: now,
+        delete_at,
+        provider: None,
+        attempts: 0,
+        idempotency_key: idem_key.clone(),
+    };
+    let response = serde_json::to_value(view(app, &job).await?).map_err(|e| ApiError::Internal(e.into()))?;
+    let outcome = app
+        .store
+        .create_job(CreateJob {
+            user_id,
+            job_id: &job_id,
+            settings: &settings,
+            cost,
+            now,
+            delete_at,
+            queue_deadline,
+            idempotency: idem_key.map(|key| IdempotencyRecord {
+                key,
+                request_hash: hash.clone(),
+                status: 202,
+                body: response.to_string(),
+            }),
+        })
+        .await?;
+    match outcome {
+        CreateOutcome::Created => {}
+        CreateOutcome::InsufficientCredits => {
+            return Err(ApiError::client(
+                402,
+                "insufficient_credits",
+                format!("this request costs {cost} credits; buy more or lower n, size or quality"),
+            ))
+        }
+        CreateOutcome::Existing(record) => {
+            if record.request_hash != hash {
+                return Err(ApiError::client(
+                    422,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with a different request body",
+                ));
+            }
+            let body = serde_json::from_str(&record.body).map_err(|e| ApiError::Internal(e.into()))?;
+            return Ok((record.status, body));
+        }
+    }
+
+    let msg = JobMessage {
+        user_id: user_id.to_string(),
+        job_id: job_id.clone(),
+    };
+    let mut enqueued = app.queue.enqueue(&msg).await;
+    if enqueued.is_err() {
+        enqueued = app.queue.enqueue(&msg).await;
+    }
+    if let Err(e) = enqueued {
+        // The job stays queued and charged; the sweep refunds it at its queue deadline.
+        tracing::error!(error = ?e, job_id = %job_id, "enqueue failed; the sweep will refund the job");
+    }
+    tracing::info!(job_id = %job_id, cost, "generation accepted");
+    Ok((202, response))
+}
+
+/// `GET /v1/generations/{id}`: another user's id is simply not found.
+pub async fn get(app: &App, caller: &Caller, id: &str) -> Result<GenerationView, ApiError> {
+    require_onboarded(app, caller).await?;
+    if !is_job_id(id) {
+        return Err(ApiError::not_found("generation"));
+    }
+    let job = app
+        .store
+        .get_job(caller.user_id.as_str(), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("generation"))?;
+    view(app, &job).await
+}
+
+/// `GET /v1/generations`: newest first, `limit` 1 to 100, opaque cursor.
+pub async fn list(
+    app: &App,
+    caller: &Caller,
+    limit: Option<&str>,
+    after: Option<&str>,
+) -> Result<Page<GenerationView>, ApiError> {
+    require_onboarded(app, caller).await?;
+    let limit = match limit {
+        None => DEFAULT_PAGE,
+        Some(raw) => match raw.parse::<i32>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be an integer from 1 to {MAX_PAGE}"),
+                ))
+            }
+        },
+    };
+    let start = after.map(|c| cursor::decode(c, GEN_PREFIX)).transpose()?;
+    let (jobs, last) = app
+        .store
+        .list_jobs(caller.user_id.as_str(), limit, start)
+        .await?;
+    let mut items = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        items.push(view(app, job).await?);
+    }
+    Ok(Page {
+        items,
+        next_cursor: last.map(|sk| cursor::encode(&sk)),
+    })
+}
+
+/// `DELETE /v1/generations/{id}` (D3, R3): gone from the API at once, its objects deleted; a
+/// queued job is cancelled and refunded.
+#[instrument(skip_all, fields(user_id = %caller.user_id, job_id = %id))]
+pub async fn delete(app: &App, caller: &Caller, id: &str, now: DateTime<Utc>) -> Result<(), ApiError> {
+    require_onboarded(app, caller).await?;
+    if !is_job_id(id) {
+        return Err(ApiError::not_found("generation"));
+    }
+    let user_id = caller.user_id.as_str();
+    let refunded = app
+        .store
+        .delete_job(user_id, id, now)
+        .await?
+        .ok_or_else(|| ApiError::not_found("generation"))?;
+    let removed = app.objects.delete_prefix(&generation_prefix(user_id, id)).await?;
+    tracing::info!(refunded, objects = removed, "generation deleted");
+    Ok(())
+}

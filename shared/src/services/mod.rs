@@ -1,0 +1,7 @@
+//! Domain operations: what the functions call. Handlers translate events to these calls and
+//! the results back to responses.
+
+pub mod accounts;
+pub mod generations;
+pub mod sweep;
+pub mod worker;

@@ -1,0 +1,64 @@
+//! Key and index names: the one place they are spelled.
+
+use sha2::{Digest, Sha256};
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+pub const EXPIRY_INDEX: &str = "by-expiry";
+pub const EXP_PK: &str = "exp_pk";
+pub const EXP_AT: &str = "exp_at";
+pub const LEASE_INDEX: &str = "by-lease";
+pub const LEASE_PK: &str = "lease_pk";
+pub const LEASE_UNTIL: &str = "lease_until";
+/// DynamoDB TTL attribute: a backstop only; the sweep deletes first.
+pub const TTL: &str = "ttl";
+
+/// Index partitions are sharded so no single partition takes every write.
+pub const SHARDS: u32 = 8;
+
+pub const PROFILE: &str = "PROFILE";
+pub const CREDITS: &str = "CREDITS";
+pub const LEDGER_PREFIX: &str = "LEDGER#";
+pub const GEN_PREFIX: &str = "GEN#";
+pub const IDEM_PREFIX: &str = "IDEM#";
+
+pub fn user_pk(user_id: &str) -> String {
+    format!("USER#{user_id}")
+}
+
+pub fn user_from_pk(pk: &str) -> Option<&str> {
+    pk.strip_prefix("USER#")
+}
+
+pub fn gen_sk(job_id: &str) -> String {
+    format!("{GEN_PREFIX}{job_id}")
+}
+
+pub fn idem_sk(key: &str) -> String {
+    format!("{IDEM_PREFIX}{key}")
+}
+
+pub fn ledger_sk(cause_key: &str) -> String {
+    format!("{LEDGER_PREFIX}{cause_key}")
+}
+
+fn shard(seed: &str) -> u32 {
+    let digest = Sha256::digest(seed.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % SHARDS
+}
+
+pub fn exp_pk(seed: &str) -> String {
+    format!("EXP#{}", shard(seed))
+}
+
+pub fn lease_pk(seed: &str) -> String {
+    format!("LEASE#{}", shard(seed))
+}
+
+pub fn all_exp_pks() -> impl Iterator<Item = String> {
+    (0..SHARDS).map(|n| format!("EXP#{n}"))
+}
+
+pub fn all_lease_pks() -> impl Iterator<Item = String> {
+    (0..SHARDS).map(|n| format!("LEASE#{n}"))
+}

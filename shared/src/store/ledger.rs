@@ -1,0 +1,123 @@
+//! The credits ledger: a balance item plus append-only entries keyed by cause. Every change is
+//! part of one conditional transaction, so the balance never goes negative and a cause changes
+//! it at most once; the sum of a user's entries equals the balance.
+
+use anyhow::Context;
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use chrono::{DateTime, Utc};
+
+use super::item::{get_n, get_s, key, n, opt_n, s};
+use super::keys::{ledger_sk, user_pk, LEDGER_PREFIX};
+use super::Store;
+use crate::domain::credits::{Cause, EntryKind, LedgerEntry};
+
+impl Store {
+    /// Adds to the balance (creating it at zero if absent).
+    pub(super) fn balance_add(&self, user_id: &str, amount: u64) -> anyhow::Result<TransactWriteItem> {
+        Ok(TransactWriteItem::builder()
+            .update(
+                Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::credits_key(user_id)))
+                    .update_expression("ADD balance :a SET kind = :k")
+                    .expression_attribute_values(":a", n(amount))
+                    .expression_attribute_values(":k", s("balance"))
+                    .build()?,
+            )
+            .build())
+    }
+
+    /// Subtracts from the balance only if it stays non-negative.
+    pub(super) fn balance_debit(&self, user_id: &str, amount: u64) -> anyhow::Result<TransactWriteItem> {
+        Ok(TransactWriteItem::builder()
+            .update(
+                Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::credits_key(user_id)))
+                    .update_expression("SET balance = balance - :a")
+                    .condition_expression("attribute_exists(balance) AND balance >= :a")
+                    .expression_attribute_values(":a", n(amount))
+                    .build()?,
+            )
+            .build())
+    }
+
+    /// Appends the entry for `cause`; fails its condition if that cause was already booked.
+    pub(super) fn ledger_put(
+        &self,
+        user_id: &str,
+        cause: &Cause,
+        amount: i64,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<TransactWriteItem> {
+        let mut item = key(user_pk(user_id), ledger_sk(&cause.key()));
+        item.insert("kind".into(), s("ledger"));
+        item.insert("entry_kind".into(), s(cause.kind().as_str()));
+        item.insert("cause".into(), s(cause.key()));
+        item.insert("amount".into(), n(amount));
+        item.insert("created_at".into(), s(now.to_rfc3339()));
+        item.insert("retention".into(), s("billing_record"));
+        Ok(TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()?,
+            )
+            .build())
+    }
+
+    /// The current balance; `None` before onboarding.
+    pub async fn balance(&self, user_id: &str) -> anyhow::Result<Option<u64>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::credits_key(user_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .context("reading balance")?;
+        Ok(out.item().and_then(|i| opt_n(i, "balance")))
+    }
+
+    /// Every ledger entry of the user.
+    pub async fn ledger_entries(&self, user_id: &str) -> anyhow::Result<Vec<LedgerEntry>> {
+        let mut entries = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":pk", s(user_pk(user_id)))
+                .expression_attribute_values(":p", s(LEDGER_PREFIX))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .context("reading ledger")?;
+            for item in out.items() {
+                let kind = match get_s(item, "entry_kind")? {
+                    "grant" => EntryKind::Grant,
+                    "debit" => EntryKind::Debit,
+                    _ => EntryKind::Refund,
+                };
+                entries.push(LedgerEntry {
+                    cause: get_s(item, "cause")?.to_string(),
+                    kind,
+                    amount: get_n(item, "amount")?,
+                    created_at: get_s(item, "created_at")?.to_string(),
+                });
+            }
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        entries.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        Ok(entries)
+    }
+}
