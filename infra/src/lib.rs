@@ -1,1 +1,106 @@
+//! The local stack: provisioning on the AWS emulator (moto server), and the dev host that runs
+//! every function's handler in one process. A development tool, never deployed.
 
+pub mod host;
+pub mod jwt;
+pub mod resources;
+pub mod routes;
+pub mod workers;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use shared::{App, Config};
+
+pub use resources::Resources;
+
+/// The SDK configuration for the emulator: fixed region and dummy credentials.
+pub async fn local_sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "local",
+        ))
+        .load()
+        .await
+}
+
+pub struct StackOptions {
+    /// Resource names are `<prefix>-<suffix>`.
+    pub prefix: String,
+    pub endpoint: String,
+    pub addr: SocketAddr,
+    /// Configuration variables that win over everything else.
+    pub env: HashMap<String, String>,
+    /// Whether the process environment supplies the rest of the configuration.
+    pub inherit_env: bool,
+    pub run_workers: bool,
+    pub sweep_every: Option<Duration>,
+    pub retry_delay_secs: i32,
+    pub jwt_secret: String,
+}
+
+pub struct Stack {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    pub resources: Resources,
+    pub jwt: jwt::DevJwt,
+    pub queue: workers::QueueTarget,
+    pub sdk: SdkConfig,
+}
+
+/// Provisions the resources, builds the application and starts serving.
+pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
+    let sdk = local_sdk_config(&opts.endpoint).await;
+    let resources = resources::provision(&sdk, &opts.prefix)
+        .await
+        .with_context(|| format!("provisioning on {} (is the emulator running?)", opts.endpoint))?;
+    let provisioned: HashMap<&str, String> = resources.env().into_iter().collect();
+    let config = Config::from_lookup(|name| {
+        opts.env
+            .get(name)
+            .cloned()
+            .or_else(|| provisioned.get(name).cloned())
+            .or_else(|| opts.inherit_env.then(|| std::env::var(name).ok()).flatten())
+    })?;
+    let app = Arc::new(App::new(config, &sdk)?);
+    let jwt = jwt::DevJwt::new(opts.jwt_secret.as_bytes());
+    let listener = tokio::net::TcpListener::bind(opts.addr)
+        .await
+        .with_context(|| format!("binding {}", opts.addr))?;
+    let addr = listener.local_addr()?;
+    let router = host::router(Arc::new(host::Host {
+        app: app.clone(),
+        jwt: jwt.clone(),
+    }));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "dev host stopped");
+        }
+    });
+    let queue = workers::QueueTarget {
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+        url: resources.queue_url.clone(),
+        arn: resources.queue_arn.clone(),
+        retry_delay_secs: opts.retry_delay_secs,
+    };
+    if opts.run_workers {
+        tokio::spawn(workers::poll(app.clone(), queue.clone()));
+    }
+    if let Some(every) = opts.sweep_every {
+        tokio::spawn(workers::schedule_sweep(app.clone(), every));
+    }
+    Ok(Stack {
+        addr,
+        app,
+        resources,
+        jwt,
+        queue,
+        sdk,
+    })
+}

@@ -1,1 +1,29 @@
+//! `account`: `/v1/me` (GET, POST onboarding, PATCH). Translates requests to
+//! `shared::services::accounts` calls.
 
+use chrono::Utc;
+use lambda_http::{Body, Error, Request, Response};
+use shared::http::{self, json, json_body, route_key, Caller};
+use shared::services::accounts;
+use shared::{ApiError, App};
+
+pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
+    http::serve(req, |req| route(app, req)).await
+}
+
+async fn route(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(&req)?;
+    match route_key(&req).as_deref() {
+        Some("GET /v1/me") => json(200, &accounts::get_me(app, &caller).await?),
+        Some("POST /v1/me") => {
+            let body = json_body(&req)?;
+            let (status, me) = accounts::onboard(app, &caller, body, Utc::now()).await?;
+            json(status, &me)
+        }
+        Some("PATCH /v1/me") => {
+            let body = http::request::json_value(&req)?;
+            json(200, &accounts::update_me(app, &caller, &body, Utc::now()).await?)
+        }
+        _ => Err(ApiError::client(404, "route_not_found", "no such route")),
+    }
+}

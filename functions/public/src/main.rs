@@ -1,1 +1,8 @@
-fn main() {}
+use lambda_http::{run, service_fn, Error};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let app = shared::App::from_env().await?;
+    run(service_fn(|req| public::handle(&app, req))).await
+}

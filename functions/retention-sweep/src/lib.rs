@@ -1,1 +1,13 @@
+//! `retention-sweep`: fired by an EventBridge schedule; runs the sweep once.
 
+use chrono::Utc;
+use lambda_runtime::{Error, LambdaEvent};
+use serde_json::Value;
+use shared::services::sweep::{self, SweepReport};
+use shared::App;
+use tracing::Instrument;
+
+pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<SweepReport, Error> {
+    let span = tracing::info_span!("sweep", request_id = %event.context.request_id);
+    Ok(sweep::run(app, Utc::now()).instrument(span).await?)
+}

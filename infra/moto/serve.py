@@ -1,0 +1,58 @@
+"""Starts moto's server mode on a loopback port for the local stack and the tests.
+
+Prints the port it bound on its first line of stdout, then serves until killed or until the
+process named by --parent-pid exits.
+
+moto serves requests on many threads without a lock around DynamoDB's condition checks, so two
+concurrent conditional writes could both pass where real DynamoDB (linearizable per item) lets
+only one through. DynamoDB requests are therefore serialized here; S3, SQS and EventBridge keep
+their concurrency (SQS long polls must not block the table).
+"""
+
+import argparse
+import os
+import sys
+import threading
+import time
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import make_server
+
+
+class SerializeDynamoDB:
+    def __init__(self, app):
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            with self.lock:
+                return list(self.app(environ, start_response))
+        return self.app(environ, start_response)
+
+
+def watch_parent(pid):
+    while True:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            os._exit(0)
+        time.sleep(1)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--parent-pid", type=int, default=0)
+    args = parser.parse_args()
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server("127.0.0.1", args.port, SerializeDynamoDB(app), threaded=True)
+    os.environ["MOTO_PORT"] = str(server.server_port)
+    print(server.server_port, flush=True)
+    if args.parent_pid:
+        threading.Thread(target=watch_parent, args=(args.parent_pid,), daemon=True).start()
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
