@@ -14,3 +14,10 @@ pub fn init() {
         .with_target(false)
         .try_init();
 }
+
+/// Test runs: logs only when `RUST_LOG` asks for them, so passing tests stay silent.
+pub fn init_for_tests() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        init();
+    }
+}

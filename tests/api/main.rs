@@ -1,1 +1,14 @@
+//! Integration tests against the local stack (moto server through the real SDK clients).
+//! One test binary; each test has its own resources and users, so they run in parallel.
+//! Test names carry the POLICY.md ids they prove.
 
+mod helpers;
+
+mod accounts;
+mod errors;
+mod events_fixtures;
+mod flow;
+mod generations;
+mod providers;
+mod sweep;
+mod template;

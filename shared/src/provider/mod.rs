@@ -1,7 +1,7 @@
 //! Image providers behind one narrow port: the embedded local renderer (default) and the OpenAI
 //! Images API (or any server speaking its wire format).
 
-mod local;
+pub mod local;
 mod openai;
 
 pub use local::LocalRenderer;

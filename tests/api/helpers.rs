@@ -1,0 +1,329 @@
+//! `spawn_app`: a fresh set of resources (own table, bucket, queues, bus) on the local AWS
+//! emulator for each test, the dev host serving the API on a free port, and helpers to act as
+//! users, drain the queue and check the ledger.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::Router;
+use base64::Engine;
+use devstack::{start, Stack, StackOptions};
+use serde_json::{json, Value};
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub stack: Stack,
+}
+
+pub struct User {
+    pub sub: String,
+    pub token: String,
+}
+
+fn endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL").expect(
+        "AWS_ENDPOINT_URL is not set: run the suite with infra/test, which starts the local AWS emulator",
+    )
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", &ulid::Ulid::new().to_string().to_lowercase()[16..])
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// A stack whose configuration is overridden by `env` (e.g. `IMAGE_PROVIDER`).
+pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
+    shared::telemetry::init_for_tests();
+    let stack = start(StackOptions {
+        prefix: unique("t"),
+        endpoint: endpoint(),
+        addr: ([127, 0, 0, 1], 0).into(),
+        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+        inherit_env: false,
+        run_workers: false,
+        sweep_every: None,
+        retry_delay_secs: 0,
+        jwt_secret: "test-secret".into(),
+    })
+    .await
+    .expect("local stack starts");
+    TestApp {
+        base: format!("http://{}", stack.addr),
+        http: reqwest::Client::new(),
+        stack,
+    }
+}
+
+impl TestApp {
+    pub fn app(&self) -> &shared::App {
+        &self.stack.app
+    }
+
+    pub async fn token(&self, sub: &str, email: Option<&str>) -> String {
+        let resp = self
+            .http
+            .post(format!("{}/dev/token", self.base))
+            .json(&json!({"sub": sub, "email": email}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+    }
+
+    /// A signed-in user who has not onboarded yet.
+    pub async fn new_user(&self) -> User {
+        let sub = unique("user-");
+        let token = self.token(&sub, Some(&format!("{sub}@example.com"))).await;
+        User { sub, token }
+    }
+
+    /// A user who has onboarded (and received the signup credits).
+    pub async fn onboarded_user(&self) -> User {
+        let user = self.new_user().await;
+        let resp = self
+            .send(reqwest::Method::POST, "/v1/me", Some(&user), Some(json!({"display_name": "Tester", "age_confirmed": true})))
+            .await;
+        assert_eq!(resp.status(), 201);
+        user
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: Option<&User>,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(u) = user {
+            req = req.bearer_auth(&u.token);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str, user: &User) -> reqwest::Response {
+        self.send(reqwest::Method::GET, path, Some(user), None).await
+    }
+
+    pub async fn generate(&self, user: &User, body: Value) -> reqwest::Response {
+        self.send(reqwest::Method::POST, "/v1/generations", Some(user), Some(body)).await
+    }
+
+    /// Delivers queued messages to the worker, as the event source mapping would, until the
+    /// queue is empty.
+    pub async fn drain(&self) {
+        let mut idle = 0;
+        while idle < 2 {
+            let n = devstack::workers::deliver_once(self.app(), &self.stack.queue, 10, 0)
+                .await
+                .expect("delivery works");
+            idle = if n == 0 { idle + 1 } else { 0 };
+        }
+    }
+
+    pub async fn job(&self, user: &User, id: &str) -> Value {
+        let resp = self.get(&format!("/v1/generations/{id}"), user).await;
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    pub async fn balance(&self, user: &User) -> u64 {
+        self.app().store.balance(&user.sub).await.unwrap().unwrap_or(0)
+    }
+
+    /// The ledger invariant: the sum of a user's entries equals the balance, which is never
+    /// negative; returns the balance.
+    pub async fn assert_ledger_consistent(&self, user: &User) -> u64 {
+        let balance = self.balance(user).await;
+        let entries = self.app().store.ledger_entries(&user.sub).await.unwrap();
+        let sum: i64 = entries.iter().map(|e| e.amount).sum();
+        assert_eq!(sum, balance as i64, "ledger {entries:?} does not add up to {balance}");
+        balance
+    }
+
+    /// Events published on the bus (through the local tap queue).
+    pub async fn events(&self) -> Vec<Value> {
+        let sqs = aws_sdk_sqs::Client::new(&self.stack.sdk);
+        let mut out = Vec::new();
+        loop {
+            let r = sqs
+                .receive_message()
+                .queue_url(&self.stack.resources.events_tap_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            if r.messages().is_empty() {
+                break;
+            }
+            for m in r.messages() {
+                out.push(serde_json::from_str(m.body().unwrap()).unwrap());
+                sqs.delete_message()
+                    .queue_url(&self.stack.resources.events_tap_url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        out
+    }
+}
+
+/// Checks a problem+json answer and returns its code.
+pub async fn problem_code(resp: reqwest::Response, status: u16) -> String {
+    assert_eq!(resp.status().as_u16(), status, "unexpected status");
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    body["code"].as_str().expect("a stable code").to_string()
+}
+
+pub fn gen_body(prompt: &str) -> Value {
+    json!({"prompt": prompt, "size": "1024x1024", "quality": "low", "n": 1})
+}
+
+// ---------------------------------------------------------------------------------------------
+// A local server speaking the OpenAI Images API wire format.
+
+#[derive(Clone, Debug)]
+pub enum StubReply {
+    /// 200 with `b64_json` images drawn to the request's size and format.
+    Images,
+    /// An error status with an OpenAI error envelope carrying `code`.
+    Error(u16, Option<&'static str>),
+}
+
+#[derive(Default)]
+struct StubState {
+    script: Mutex<Vec<StubReply>>,
+    requests: Mutex<Vec<Value>>,
+    calls: AtomicUsize,
+}
+
+pub struct OpenAiStub {
+    pub base_url: String,
+    state: Arc<StubState>,
+}
+
+pub const STUB_KEY: &str = "sk-test-local-stub";
+
+impl OpenAiStub {
+    /// Answers with `script` in order; once it runs out, the last reply repeats.
+    pub async fn start(script: Vec<StubReply>) -> Self {
+        let state = Arc::new(StubState {
+            script: Mutex::new(script),
+            ..Default::default()
+        });
+        let router = Router::new()
+            .route("/v1/images/generations", post(images))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self {
+            base_url: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.state.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("IMAGE_PROVIDER", "openai".into()),
+            ("OPENAI_BASE_URL", self.base_url.clone()),
+            ("OPENAI_API_KEY", STUB_KEY.into()),
+            ("PROVIDER_TIMEOUT_SECS", "5".into()),
+        ]
+    }
+}
+
+async fn images(
+    State(state): State<Arc<StubState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    state.calls.fetch_add(1, Ordering::SeqCst);
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if auth != format!("Bearer {STUB_KEY}") {
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}})),
+        )
+            .into_response();
+    }
+    let req: Value = serde_json::from_slice(&body).expect("JSON request");
+    state.requests.lock().unwrap().push(req.clone());
+    let reply = {
+        let mut script = state.script.lock().unwrap();
+        if script.len() > 1 {
+            script.remove(0)
+        } else {
+            script.first().cloned().unwrap_or(StubReply::Images)
+        }
+    };
+    match reply {
+        StubReply::Images => {
+            let (w, h) = req["size"].as_str().unwrap().split_once('x').unwrap();
+            let (w, h): (u32, u32) = (w.parse().unwrap(), h.parse().unwrap());
+            let format = shared::domain::generation::OutputFormat::parse(req["output_format"].as_str().unwrap()).unwrap();
+            let n = req["n"].as_u64().unwrap() as u8;
+            let data: Vec<Value> = (0..n)
+                .map(|i| {
+                    let img = shared::provider::local::render(req["prompt"].as_str().unwrap(), 1, i, w, h);
+                    let bytes = shared::provider::local::encode(&img, format).unwrap();
+                    json!({"b64_json": base64::engine::general_purpose::STANDARD.encode(bytes)})
+                })
+                .collect();
+            axum::Json(json!({
+                "created": 1_795_345_200,
+                "data": data,
+                "usage": {"total_tokens": 100, "input_tokens": 50, "output_tokens": 50,
+                          "input_tokens_details": {"text_tokens": 50, "image_tokens": 0}},
+            }))
+            .into_response()
+        }
+        StubReply::Error(status, code) => (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            axum::Json(json!({"error": {
+                "message": if code == Some("moderation_blocked") {
+                    "Your request was rejected as a result of our safety system."
+                } else {
+                    "The server had an error while processing your request."
+                },
+                "type": if status >= 500 { "server_error" } else { "invalid_request_error" },
+                "param": null,
+                "code": code,
+            }})),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}

@@ -1,0 +1,147 @@
+//! `template.yaml` and the local stack agree: one source of truth for names, key schemas,
+//! indexes, queue settings, routes and functions (infra/src/resources.rs and routes.rs).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use devstack::resources::{self, TABLE};
+use devstack::routes::ROUTES;
+use serde_yaml::Value;
+
+fn template() -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The value under a CloudFormation short-form tag (`!Sub "..."`), or the value itself.
+fn untag(v: &Value) -> &Value {
+    match v {
+        Value::Tagged(t) => &t.value,
+        other => other,
+    }
+}
+
+fn s(v: &Value) -> String {
+    match untag(v) {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => panic!("not a scalar: {other:?}"),
+    }
+}
+
+fn resource<'a>(t: &'a Value, id: &str) -> &'a Value {
+    t["Resources"].get(id).unwrap_or_else(|| panic!("template has no {id}"))
+}
+
+fn key_pairs(schema: &Value) -> Vec<(String, String)> {
+    schema
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| (s(&k["AttributeName"]), s(&k["KeyType"])))
+        .collect()
+}
+
+#[test]
+fn template_resources_match_local_provisioning() {
+    let t = template();
+    let table = &resource(&t, "Table")["Properties"];
+    assert!(s(&table["TableName"]).ends_with(&format!("-{}", TABLE.suffix)));
+    assert_eq!(
+        key_pairs(&table["KeySchema"]),
+        vec![(TABLE.hash.0.to_string(), "HASH".into()), (TABLE.range.0.to_string(), "RANGE".into())]
+    );
+    let defined: BTreeSet<(String, String)> = table["AttributeDefinitions"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| (s(&a["AttributeName"]), s(&a["AttributeType"])))
+        .collect();
+    let mut expected = BTreeSet::new();
+    for (name, ty) in [TABLE.hash, TABLE.range]
+        .into_iter()
+        .chain(TABLE.indexes.iter().flat_map(|i| [i.hash, i.range]))
+    {
+        expected.insert((name.to_string(), ty.to_string()));
+    }
+    assert_eq!(defined, expected);
+    let gsis = table["GlobalSecondaryIndexes"].as_sequence().unwrap();
+    assert_eq!(gsis.len(), TABLE.indexes.len());
+    for idx in TABLE.indexes {
+        let g = gsis.iter().find(|g| s(&g["IndexName"]) == idx.name).unwrap_or_else(|| panic!("no index {}", idx.name));
+        assert_eq!(
+            key_pairs(&g["KeySchema"]),
+            vec![(idx.hash.0.to_string(), "HASH".into()), (idx.range.0.to_string(), "RANGE".into())]
+        );
+        assert_eq!(s(&g["Projection"]["ProjectionType"]), idx.projection);
+    }
+    assert_eq!(s(&table["TimeToLiveSpecification"]["AttributeName"]), TABLE.ttl_attribute);
+
+    let bucket = &resource(&t, "ContentBucket")["Properties"];
+    assert!(s(&bucket["BucketName"]).ends_with(&format!("-{}", resources::BUCKET_SUFFIX)));
+    assert_eq!(s(&t["Parameters"]["ContentBackstopDays"]["Default"]), resources::CONTENT_BACKSTOP_DAYS.to_string());
+    let queue = &resource(&t, "GenerationQueue")["Properties"];
+    assert!(s(&queue["QueueName"]).ends_with(&format!("-{}", resources::QUEUE_SUFFIX)));
+    assert_eq!(s(&queue["VisibilityTimeout"]), resources::QUEUE_VISIBILITY_SECS.to_string());
+    assert_eq!(s(&queue["RedrivePolicy"]["maxReceiveCount"]), resources::MAX_RECEIVE_COUNT.to_string());
+    let dlq = &resource(&t, "GenerationDLQ")["Properties"];
+    assert!(s(&dlq["QueueName"]).ends_with(&format!("-{}", resources::DLQ_SUFFIX)));
+    assert_eq!(s(&dlq["MessageRetentionPeriod"]), resources::DLQ_RETENTION_SECS.to_string());
+    let bus = &resource(&t, "EventBus")["Properties"];
+    assert!(s(&bus["Name"]).ends_with(&format!("-{}", resources::BUS_SUFFIX)));
+
+    let generate = &resource(&t, "GenerateFunction")["Properties"];
+    let timeout: u32 = s(&generate["Timeout"]).parse().unwrap();
+    assert_eq!(timeout, resources::GENERATE_TIMEOUT_SECS);
+    assert!(resources::QUEUE_VISIBILITY_SECS >= 6 * timeout, "visibility timeout at least 6x the function timeout");
+    let schedule = &resource(&t, "RetentionSweepFunction")["Properties"]["Events"]["Schedule"]["Properties"]["Schedule"];
+    assert_eq!(s(schedule), format!("rate({} minutes)", resources::SWEEP_EVERY_SECS / 60));
+}
+
+#[test]
+fn template_routes_match_the_dev_host() {
+    let t = template();
+    let mut declared = BTreeSet::new();
+    for (id, res) in t["Resources"].as_mapping().unwrap() {
+        let Some(events) = res["Properties"].get("Events").and_then(Value::as_mapping) else {
+            continue;
+        };
+        for (_, ev) in events {
+            if s(&ev["Type"]) != "HttpApi" {
+                continue;
+            }
+            let p = &ev["Properties"];
+            let public = p.get("Auth").map(|a| s(&a["Authorizer"]) == "NONE").unwrap_or(false);
+            declared.insert((s(&p["Method"]), s(&p["Path"]), s(id), !public));
+        }
+    }
+    let hosted: BTreeSet<_> = ROUTES
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.to_string(), r.function.logical_id().to_string(), r.authorized))
+        .collect();
+    assert_eq!(declared, hosted);
+}
+
+#[test]
+fn every_function_crate_is_deployed_as_an_arm64_cargo_lambda_function_with_30_day_logs() {
+    let t = template();
+    let globals = &t["Globals"]["Function"];
+    assert_eq!(s(&globals["Runtime"]), "provided.al2023");
+    assert_eq!(s(&globals["Architectures"][0]), "arm64");
+    let functions = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../functions");
+    for entry in std::fs::read_dir(functions).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let (id, res) = t["Resources"]
+            .as_mapping()
+            .unwrap()
+            .iter()
+            .find(|(_, r)| r.get("Metadata").map(|m| s(&m["BuildProperties"]["Binary"]) == name).unwrap_or(false))
+            .unwrap_or_else(|| panic!("functions/{name} is not in template.yaml"));
+        assert_eq!(s(&res["Type"]), "AWS::Serverless::Function");
+        assert_eq!(s(&res["Metadata"]["BuildMethod"]), "rust-cargolambda");
+        let log_ref = s(&res["Properties"]["LoggingConfig"]["LogGroup"]);
+        let logs = resource(&t, &log_ref);
+        assert_eq!(s(&logs["Properties"]["RetentionInDays"]), "30", "{id:?}");
+    }
+}
