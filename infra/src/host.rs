@@ -48,8 +48,10 @@ fn problem(status: u16, code: &str, detail: &str) -> Response {
         body.to_string(),
     )
         .into_response();
-    resp.headers_mut()
-        .insert("content-type", "application/problem+json".parse().expect("static"));
+    resp.headers_mut().insert(
+        "content-type",
+        "application/problem+json".parse().expect("static"),
+    );
     if status == 401 {
         resp.headers_mut()
             .insert("www-authenticate", "Bearer".parse().expect("static"));
@@ -70,10 +72,20 @@ struct TokenRequest {
 async fn dev_token(State(host): State<Arc<Host>>, body: axum::body::Bytes) -> Response {
     let req: TokenRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return problem(400, "invalid_body", &format!("expected {{\"sub\", \"email\", \"groups\"}}: {e}")),
+        Err(e) => {
+            return problem(
+                400,
+                "invalid_body",
+                &format!("expected {{\"sub\", \"email\", \"groups\"}}: {e}"),
+            )
+        }
     };
     if shared::domain::user::UserId::parse(&req.sub).is_err() {
-        return problem(400, "invalid_subject", "sub must be 1 to 128 of [A-Za-z0-9-_.@:|]");
+        return problem(
+            400,
+            "invalid_subject",
+            "sub must be 1 to 128 of [A-Za-z0-9-_.@:|]",
+        );
     }
     match host.jwt.mint(&req.sub, req.email.as_deref(), &req.groups) {
         Ok(token) => axum::Json(json!({"token": token})).into_response(),
@@ -211,7 +223,10 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 2;
@@ -264,7 +279,11 @@ async fn dispatch(State(host): State<Arc<Host>>, req: Request) -> Response {
     let method = parts.method.as_str().to_string();
     let path = parts.uri.path().to_string();
     let Some((route, params)) = routes::find(&method, &path) else {
-        return problem(404, "route_not_found", &format!("no route for {method} {path}"));
+        return problem(
+            404,
+            "route_not_found",
+            &format!("no route for {method} {path}"),
+        );
     };
     let claims = if route.authorized {
         match bearer(&parts.headers).and_then(|t| host.jwt.verify(t)) {

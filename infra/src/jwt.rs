@@ -24,7 +24,12 @@ impl DevJwt {
         }
     }
 
-    pub fn mint(&self, sub: &str, email: Option<&str>, groups: &[String]) -> anyhow::Result<String> {
+    pub fn mint(
+        &self,
+        sub: &str,
+        email: Option<&str>,
+        groups: &[String],
+    ) -> anyhow::Result<String> {
         let now = chrono::Utc::now().timestamp();
         let mut claims = json!({
             "sub": sub,
@@ -54,7 +59,12 @@ impl DevJwt {
         validation.set_issuer(&[DEV_ISSUER]);
         validation.set_audience(&[DEV_AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = decode::<HashMap<String, Value>>(token, &DecodingKey::from_secret(&self.secret), &validation).ok()?;
+        let data = decode::<HashMap<String, Value>>(
+            token,
+            &DecodingKey::from_secret(&self.secret),
+            &validation,
+        )
+        .ok()?;
         Some(
             data.claims
                 .into_iter()
@@ -65,7 +75,10 @@ impl DevJwt {
                             "[{}]",
                             items
                                 .iter()
-                                .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+                                .map(|i| i
+                                    .as_str()
+                                    .map(str::to_string)
+                                    .unwrap_or_else(|| i.to_string()))
                                 .collect::<Vec<_>>()
                                 .join(" ")
                         ),
@@ -85,7 +98,9 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_forgeries_fail() {
         let jwt = DevJwt::new("k1");
-        let token = jwt.mint("user-1", Some("a@example.com"), &["admin".into()]).unwrap();
+        let token = jwt
+            .mint("user-1", Some("a@example.com"), &["admin".into()])
+            .unwrap();
         let claims = jwt.verify(&token).unwrap();
         assert_eq!(claims["sub"], "user-1");
         assert_eq!(claims["cognito:groups"], "[admin]");

@@ -59,7 +59,12 @@ pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
     let sdk = local_sdk_config(&opts.endpoint).await;
     let resources = resources::provision(&sdk, &opts.prefix)
         .await
-        .with_context(|| format!("provisioning on {} (is the emulator running?)", opts.endpoint))?;
+        .with_context(|| {
+            format!(
+                "provisioning on {} (is the emulator running?)",
+                opts.endpoint
+            )
+        })?;
     let provisioned: HashMap<&str, String> = resources.env().into_iter().collect();
     let config = Config::from_lookup(|name| {
         opts.env

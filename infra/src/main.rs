@@ -28,7 +28,8 @@ async fn main() -> anyhow::Result<()> {
         run_workers: true,
         sweep_every: Some(Duration::from_secs(sweep_secs)),
         retry_delay_secs: 2,
-        jwt_secret: std::env::var("DEV_JWT_SECRET").unwrap_or_else(|_| "imagegen-local-dev-key".into()),
+        jwt_secret: std::env::var("DEV_JWT_SECRET")
+            .unwrap_or_else(|_| "imagegen-local-dev-key".into()),
     })
     .await?;
     let base = format!("http://{}", stack.addr);

@@ -93,7 +93,10 @@ fn scalar(t: &str) -> ScalarAttributeType {
 }
 
 fn key(name: &str, kind: KeyType) -> anyhow::Result<KeySchemaElement> {
-    Ok(KeySchemaElement::builder().attribute_name(name).key_type(kind).build()?)
+    Ok(KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()?)
 }
 
 /// Creates every table, bucket, queue, DLQ and bus, named `<prefix>-<suffix>`.
@@ -147,10 +150,16 @@ pub async fn provision(sdk: &SdkConfig, prefix: &str) -> anyhow::Result<Resource
         .context("enabling TTL")?;
 
     let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build(),
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(true)
+            .build(),
     );
     let bucket_name = format!("{prefix}-{BUCKET_SUFFIX}");
-    s3.create_bucket().bucket(&bucket_name).send().await.context("creating the bucket")?;
+    s3.create_bucket()
+        .bucket(&bucket_name)
+        .send()
+        .await
+        .context("creating the bucket")?;
     s3.put_public_access_block()
         .bucket(&bucket_name)
         .public_access_block_configuration(
@@ -191,7 +200,11 @@ pub async fn provision(sdk: &SdkConfig, prefix: &str) -> anyhow::Result<Resource
                         .id("content-backstop")
                         .status(ExpirationStatus::Enabled)
                         .filter(LifecycleRuleFilter::builder().prefix("users/").build())
-                        .expiration(LifecycleExpiration::builder().days(CONTENT_BACKSTOP_DAYS).build())
+                        .expiration(
+                            LifecycleExpiration::builder()
+                                .days(CONTENT_BACKSTOP_DAYS)
+                                .build(),
+                        )
                         .build()?,
                 )
                 .build()?,
@@ -204,7 +217,10 @@ pub async fn provision(sdk: &SdkConfig, prefix: &str) -> anyhow::Result<Resource
     let dlq_url = sqs
         .create_queue()
         .queue_name(format!("{prefix}-{DLQ_SUFFIX}"))
-        .attributes(QueueAttributeName::MessageRetentionPeriod, DLQ_RETENTION_SECS.to_string())
+        .attributes(
+            QueueAttributeName::MessageRetentionPeriod,
+            DLQ_RETENTION_SECS.to_string(),
+        )
         .send()
         .await
         .context("creating the DLQ")?
@@ -219,7 +235,10 @@ pub async fn provision(sdk: &SdkConfig, prefix: &str) -> anyhow::Result<Resource
     let queue_url = sqs
         .create_queue()
         .queue_name(format!("{prefix}-{QUEUE_SUFFIX}"))
-        .attributes(QueueAttributeName::VisibilityTimeout, QUEUE_VISIBILITY_SECS.to_string())
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            QUEUE_VISIBILITY_SECS.to_string(),
+        )
         .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
         .send()
         .await
@@ -231,7 +250,11 @@ pub async fn provision(sdk: &SdkConfig, prefix: &str) -> anyhow::Result<Resource
 
     let eb = aws_sdk_eventbridge::Client::new(sdk);
     let bus_name = format!("{prefix}-{BUS_SUFFIX}");
-    eb.create_event_bus().name(&bus_name).send().await.context("creating the bus")?;
+    eb.create_event_bus()
+        .name(&bus_name)
+        .send()
+        .await
+        .context("creating the bus")?;
     let events_tap_url = sqs
         .create_queue()
         .queue_name(format!("{prefix}-events-tap"))

@@ -33,7 +33,12 @@ impl Route {
     }
 }
 
-const fn r(method: &'static str, path: &'static str, function: Function, authorized: bool) -> Route {
+const fn r(
+    method: &'static str,
+    path: &'static str,
+    function: Function,
+    authorized: bool,
+) -> Route {
     Route {
         method,
         path,
@@ -49,7 +54,12 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/v1/generations", Function::Generations, true),
     r("GET", "/v1/generations", Function::Generations, true),
     r("GET", "/v1/generations/{id}", Function::Generations, true),
-    r("DELETE", "/v1/generations/{id}", Function::Generations, true),
+    r(
+        "DELETE",
+        "/v1/generations/{id}",
+        Function::Generations,
+        true,
+    ),
     r("GET", "/v1/health", Function::Public, false),
     r("GET", "/v1/policy", Function::Public, false),
 ];
@@ -92,6 +102,9 @@ mod tests {
         assert_eq!(params, vec![("id".to_string(), "abc".to_string())]);
         assert!(find("GET", "/v1/generations/abc/extra").is_none());
         assert!(find("PUT", "/v1/me").is_none());
-        assert_eq!(find("GET", "/v1/health").unwrap().0.function, Function::Public);
+        assert_eq!(
+            find("GET", "/v1/health").unwrap().0.function,
+            Function::Public
+        );
     }
 }

@@ -33,7 +33,12 @@ fn lambda_context(function: &str) -> LambdaContext {
 }
 
 /// Receives one batch (up to `batch_size`) and delivers it; returns how many messages came.
-pub async fn deliver_once(app: &App, q: &QueueTarget, batch_size: i32, wait_secs: i32) -> anyhow::Result<usize> {
+pub async fn deliver_once(
+    app: &App,
+    q: &QueueTarget,
+    batch_size: i32,
+    wait_secs: i32,
+) -> anyhow::Result<usize> {
     let out = q
         .sqs
         .receive_message()
@@ -140,7 +145,10 @@ pub fn scheduled_event(rule: &str) -> Value {
 pub async fn sweep_once(app: &App) -> anyhow::Result<shared::services::sweep::SweepReport> {
     retention_sweep::handle(
         app,
-        LambdaEvent::new(scheduled_event("retention-sweep"), lambda_context("retention-sweep")),
+        LambdaEvent::new(
+            scheduled_event("retention-sweep"),
+            lambda_context("retention-sweep"),
+        ),
     )
     .await
     .map_err(|e| anyhow::anyhow!("sweep failed: {e}"))

@@ -47,7 +47,10 @@ impl App {
                 &config.generation_queue_url,
                 &config.generation_dlq_url,
             ),
-            events: EventBus::new(aws_sdk_eventbridge::Client::new(sdk), &config.event_bus_name),
+            events: EventBus::new(
+                aws_sdk_eventbridge::Client::new(sdk),
+                &config.event_bus_name,
+            ),
             provider,
             config,
         })

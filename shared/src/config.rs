@@ -79,7 +79,9 @@ impl Config {
     /// Reads configuration through `lookup` (the environment in production, a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &'static str| -> Option<String> {
-            lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+            lookup(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
         };
         let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
         let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
@@ -176,6 +178,12 @@ mod tests {
         let mut env = base();
         env.insert("IMAGE_PROVIDER", "dalle-by-hand");
         let err = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { name: "IMAGE_PROVIDER", .. }));
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: "IMAGE_PROVIDER",
+                ..
+            }
+        ));
     }
 }

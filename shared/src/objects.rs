@@ -84,7 +84,12 @@ impl ObjectStore {
                     .client
                     .delete_objects()
                     .bucket(&self.bucket)
-                    .delete(Delete::builder().set_objects(Some(ids)).quiet(true).build()?)
+                    .delete(
+                        Delete::builder()
+                            .set_objects(Some(ids))
+                            .quiet(true)
+                            .build()?,
+                    )
                     .send()
                     .await
                     .context("deleting objects")?;

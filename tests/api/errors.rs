@@ -18,29 +18,132 @@ async fn bad_input_is_a_4xx_problem_never_a_5xx() {
     };
     let json_ct = "application/json";
     let cases: Vec<(reqwest::Response, u16, &str)> = vec![
-        (raw(Method::POST, "/v1/generations", "{\"prompt\": ", json_ct).await.unwrap(), 400, "malformed_json"),
-        (raw(Method::POST, "/v1/generations", "", json_ct).await.unwrap(), 400, "missing_body"),
-        (raw(Method::POST, "/v1/generations", "[1,2]", json_ct).await.unwrap(), 400, "invalid_body"),
-        (raw(Method::POST, "/v1/generations", r#"{"prompt":"x","size":"1024x1024","quality":"low","n":"two"}"#, json_ct).await.unwrap(), 400, "invalid_body"),
-        (raw(Method::POST, "/v1/generations", r#"{"prompt":"x","size":"1024x1024","quality":"low","n":-1}"#, json_ct).await.unwrap(), 400, "invalid_body"),
-        (raw(Method::POST, "/v1/generations", r#"{"prompt":"x","size":"1024x1024","quality":"low","n":1,"extra":true}"#, json_ct).await.unwrap(), 400, "invalid_body"),
-        (raw(Method::POST, "/v1/generations", r#"{"prompt":"x","size":"1024x1024","quality":"low","n":1}"#, "text/plain").await.unwrap(), 415, "unsupported_media_type"),
-        (raw(Method::POST, "/v1/me", "{\"display_name\": 7, \"age_confirmed\": true}", json_ct).await.unwrap(), 400, "invalid_body"),
-        (raw(Method::PATCH, "/v1/me", "not json", json_ct).await.unwrap(), 400, "malformed_json"),
+        (
+            raw(Method::POST, "/v1/generations", "{\"prompt\": ", json_ct)
+                .await
+                .unwrap(),
+            400,
+            "malformed_json",
+        ),
+        (
+            raw(Method::POST, "/v1/generations", "", json_ct)
+                .await
+                .unwrap(),
+            400,
+            "missing_body",
+        ),
+        (
+            raw(Method::POST, "/v1/generations", "[1,2]", json_ct)
+                .await
+                .unwrap(),
+            400,
+            "invalid_body",
+        ),
+        (
+            raw(
+                Method::POST,
+                "/v1/generations",
+                r#"{"prompt":"x","size":"1024x1024","quality":"low","n":"two"}"#,
+                json_ct,
+            )
+            .await
+            .unwrap(),
+            400,
+            "invalid_body",
+        ),
+        (
+            raw(
+                Method::POST,
+                "/v1/generations",
+                r#"{"prompt":"x","size":"1024x1024","quality":"low","n":-1}"#,
+                json_ct,
+            )
+            .await
+            .unwrap(),
+            400,
+            "invalid_body",
+        ),
+        (
+            raw(
+                Method::POST,
+                "/v1/generations",
+                r#"{"prompt":"x","size":"1024x1024","quality":"low","n":1,"extra":true}"#,
+                json_ct,
+            )
+            .await
+            .unwrap(),
+            400,
+            "invalid_body",
+        ),
+        (
+            raw(
+                Method::POST,
+                "/v1/generations",
+                r#"{"prompt":"x","size":"1024x1024","quality":"low","n":1}"#,
+                "text/plain",
+            )
+            .await
+            .unwrap(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            raw(
+                Method::POST,
+                "/v1/me",
+                "{\"display_name\": 7, \"age_confirmed\": true}",
+                json_ct,
+            )
+            .await
+            .unwrap(),
+            400,
+            "invalid_body",
+        ),
+        (
+            raw(Method::PATCH, "/v1/me", "not json", json_ct)
+                .await
+                .unwrap(),
+            400,
+            "malformed_json",
+        ),
     ];
     for (resp, status, code) in cases {
         assert_eq!(problem_code(resp, status).await, code);
     }
     for (body, code) in [
-        (json!({"prompt": "x".repeat(4001), "size": "1024x1024", "quality": "low", "n": 1}), "invalid_prompt"),
-        (json!({"prompt": "   ", "size": "1024x1024", "quality": "low", "n": 1}), "invalid_prompt"),
-        (json!({"prompt": "ok", "size": "99x99", "quality": "low", "n": 1}), "invalid_size"),
-        (json!({"prompt": "ok", "size": "1024x1024", "quality": "ultra", "n": 1}), "invalid_quality"),
-        (json!({"prompt": "ok", "size": "1024x1024", "quality": "low", "n": 0}), "invalid_n"),
-        (json!({"prompt": "ok", "size": "1024x1024", "quality": "low", "n": 5}), "invalid_n"),
-        (json!({"prompt": "ok", "size": "1024x1024", "quality": "low", "n": 1, "output_format": "gif"}), "invalid_output_format"),
+        (
+            json!({"prompt": "x".repeat(4001), "size": "1024x1024", "quality": "low", "n": 1}),
+            "invalid_prompt",
+        ),
+        (
+            json!({"prompt": "   ", "size": "1024x1024", "quality": "low", "n": 1}),
+            "invalid_prompt",
+        ),
+        (
+            json!({"prompt": "ok", "size": "99x99", "quality": "low", "n": 1}),
+            "invalid_size",
+        ),
+        (
+            json!({"prompt": "ok", "size": "1024x1024", "quality": "ultra", "n": 1}),
+            "invalid_quality",
+        ),
+        (
+            json!({"prompt": "ok", "size": "1024x1024", "quality": "low", "n": 0}),
+            "invalid_n",
+        ),
+        (
+            json!({"prompt": "ok", "size": "1024x1024", "quality": "low", "n": 5}),
+            "invalid_n",
+        ),
+        (
+            json!({"prompt": "ok", "size": "1024x1024", "quality": "low", "n": 1, "output_format": "gif"}),
+            "invalid_output_format",
+        ),
     ] {
-        assert_eq!(problem_code(app.generate(&user, body).await, 400).await, code);
+        assert_eq!(
+            problem_code(app.generate(&user, body).await, 400).await,
+            code
+        );
     }
     let big = format!("{{\"prompt\": \"{}\"}}", "x".repeat(70 * 1024));
     let resp = app
@@ -63,26 +166,44 @@ async fn bad_input_is_a_4xx_problem_never_a_5xx() {
         .await
         .unwrap();
     assert_eq!(problem_code(resp, 400).await, "invalid_idempotency_key");
-    for query in ["cursor=not-a-cursor", "cursor=%20", "limit=0", "limit=101", "limit=ten"] {
+    for query in [
+        "cursor=not-a-cursor",
+        "cursor=%20",
+        "limit=0",
+        "limit=101",
+        "limit=ten",
+    ] {
         let resp = app.get(&format!("/v1/generations?{query}"), &user).await;
         let code = problem_code(resp, 400).await;
-        assert!(code == "invalid_cursor" || code == "invalid_limit", "{query}: {code}");
+        assert!(
+            code == "invalid_cursor" || code == "invalid_limit",
+            "{query}: {code}"
+        );
     }
     let resp = app.get("/v1/generations/..%2F..%2Fetc", &user).await;
     assert_eq!(problem_code(resp, 404).await, "not_found");
-    let resp = app.get("/v1/generations/01m81fhng9b3v9wq139qsamm56", &user).await;
+    let resp = app
+        .get("/v1/generations/01m81fhng9b3v9wq139qsamm56", &user)
+        .await;
     assert_eq!(problem_code(resp, 404).await, "not_found");
 
     // Nothing was charged by any of it.
     assert_eq!(app.assert_ledger_consistent(&user).await, 10);
-    let list: serde_json::Value = app.get("/v1/generations", &user).await.json().await.unwrap();
+    let list: serde_json::Value = app
+        .get("/v1/generations", &user)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert!(list["items"].as_array().unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn bad_or_missing_tokens_are_401_problems() {
     let app = spawn_app().await;
-    let forged = devstack::jwt::DevJwt::new("another-key").mint("mallory", None, &[]).unwrap();
+    let forged = devstack::jwt::DevJwt::new("another-key")
+        .mint("mallory", None, &[])
+        .unwrap();
     for token in [None, Some("garbage"), Some(forged.as_str())] {
         let mut req = app.http.get(format!("{}/v1/generations", app.base));
         if let Some(t) = token {
@@ -99,7 +220,12 @@ async fn bad_or_missing_tokens_are_401_problems() {
         .await
         .unwrap();
     assert_eq!(problem_code(resp, 401).await, "unauthorized");
-    let resp = app.http.get(format!("{}/v1/nothing-here", app.base)).send().await.unwrap();
+    let resp = app
+        .http
+        .get(format!("{}/v1/nothing-here", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(problem_code(resp, 404).await, "route_not_found");
     let resp = app
         .http

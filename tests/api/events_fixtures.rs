@@ -14,7 +14,8 @@ fn events_dir() -> PathBuf {
 }
 
 fn read(name: &str) -> String {
-    std::fs::read_to_string(events_dir().join(name)).unwrap_or_else(|e| panic!("events/{name}: {e}"))
+    std::fs::read_to_string(events_dir().join(name))
+        .unwrap_or_else(|e| panic!("events/{name}: {e}"))
 }
 
 fn ctx() -> Context {
@@ -63,11 +64,18 @@ async fn every_sample_event_runs_through_its_handler() {
         seen.push(name.to_string());
     }
     let sqs: SqsEvent = serde_json::from_str(&read("generate-sqs.json")).unwrap();
-    let resp = generate::handle(app.app(), LambdaEvent::new(sqs, ctx())).await.unwrap();
-    assert!(resp.batch_item_failures.is_empty(), "a message for an unknown job is a no-op");
+    let resp = generate::handle(app.app(), LambdaEvent::new(sqs, ctx()))
+        .await
+        .unwrap();
+    assert!(
+        resp.batch_item_failures.is_empty(),
+        "a message for an unknown job is a no-op"
+    );
     seen.push("generate-sqs.json".into());
     let schedule: Value = serde_json::from_str(&read("retention-sweep-schedule.json")).unwrap();
-    retention_sweep::handle(app.app(), LambdaEvent::new(schedule, ctx())).await.unwrap();
+    retention_sweep::handle(app.app(), LambdaEvent::new(schedule, ctx()))
+        .await
+        .unwrap();
     seen.push("retention-sweep-schedule.json".into());
 
     // Every file in events/ (but the env file) was exercised, and every function has one.
@@ -80,9 +88,19 @@ async fn every_sample_event_runs_through_its_handler() {
     let functions = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../functions");
     for entry in std::fs::read_dir(functions).unwrap() {
         let f = entry.unwrap().file_name().into_string().unwrap();
-        assert!(seen.iter().any(|s| s.starts_with(&format!("{f}-"))), "functions/{f} has no sample event");
+        assert!(
+            seen.iter().any(|s| s.starts_with(&format!("{f}-"))),
+            "functions/{f} has no sample event"
+        );
     }
     let sub = "sample-user-0001";
-    let user = User { sub: sub.into(), token: String::new() };
-    assert_eq!(app.assert_ledger_consistent(&user).await, 10 - 1, "the idempotent sample charged once");
+    let user = User {
+        sub: sub.into(),
+        token: String::new(),
+    };
+    assert_eq!(
+        app.assert_ledger_consistent(&user).await,
+        10 - 1,
+        "the idempotent sample charged once"
+    );
 }

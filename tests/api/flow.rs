@@ -29,13 +29,19 @@ async fn g4_s1_whole_flow_onboard_generate_download() {
     assert_eq!(images.len(), 2);
     let mut first_bytes = Vec::new();
     for img in images {
-        assert_eq!((img["width"].as_u64(), img["height"].as_u64()), (Some(1536), Some(1024)));
+        assert_eq!(
+            (img["width"].as_u64(), img["height"].as_u64()),
+            (Some(1536), Some(1024))
+        );
         assert_eq!(img["format"], "webp");
         let download = reqwest::get(img["url"].as_str().unwrap()).await.unwrap();
         assert_eq!(download.status(), 200);
         assert_eq!(download.headers()["content-type"], "image/webp");
         let bytes = download.bytes().await.unwrap();
-        assert_eq!(image::guess_format(&bytes).unwrap(), image::ImageFormat::WebP);
+        assert_eq!(
+            image::guess_format(&bytes).unwrap(),
+            image::ImageFormat::WebP
+        );
         let decoded = image::load_from_memory(&bytes).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (1536, 1024));
         if first_bytes.is_empty() {
@@ -47,7 +53,9 @@ async fn g4_s1_whole_flow_onboard_generate_download() {
 
     // S1: encrypted at rest, under the owner's prefix.
     let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&app.stack.sdk).force_path_style(true).build(),
+        aws_sdk_s3::config::Builder::from(&app.stack.sdk)
+            .force_path_style(true)
+            .build(),
     );
     let keys = app
         .app()
@@ -63,15 +71,24 @@ async fn g4_s1_whole_flow_onboard_generate_download() {
         .send()
         .await
         .unwrap();
-    assert_eq!(head.server_side_encryption().map(|s| s.as_str()), Some("AES256"));
+    assert_eq!(
+        head.server_side_encryption().map(|s| s.as_str()),
+        Some("AES256")
+    );
 
     // U3: the stored item records that the provider was called in no-training mode.
     let ddb = aws_sdk_dynamodb::Client::new(&app.stack.sdk);
     let item = ddb
         .get_item()
         .table_name(&app.stack.resources.table_name)
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("USER#{}", user.sub)))
-        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(format!("GEN#{id}")))
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("USER#{}", user.sub)),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("GEN#{id}")),
+        )
         .send()
         .await
         .unwrap();
@@ -81,16 +98,27 @@ async fn g4_s1_whole_flow_onboard_generate_download() {
 
     assert_eq!(app.assert_ledger_consistent(&user).await, 4);
     let events = app.events().await;
-    let completed: Vec<&Value> = events.iter().filter(|e| e["detail-type"] == "generation.completed").collect();
+    let completed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["detail-type"] == "generation.completed")
+        .collect();
     assert_eq!(completed.len(), 1, "{events:?}");
     assert_eq!(completed[0]["detail"]["generation_id"], id.as_str());
-    assert!(!completed[0].to_string().contains("lighthouse"), "events never carry the prompt");
+    assert!(
+        !completed[0].to_string().contains("lighthouse"),
+        "events never carry the prompt"
+    );
 }
 
 #[tokio::test]
 async fn health_and_r1_published_policy() {
     let app = spawn_app_with(&[("RETENTION_DAYS", "14")]).await;
-    let resp = app.http.get(format!("{}/v1/health", app.base)).send().await.unwrap();
+    let resp = app
+        .http
+        .get(format!("{}/v1/health", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let policy: Value = app
         .http

@@ -12,7 +12,8 @@ use crate::helpers::*;
 async fn twenty_concurrent_requests_with_credits_for_five() {
     let app = spawn_app().await;
     let user = app.onboarded_user().await; // 10 credits; medium square costs 2
-    let body = json!({"prompt": "a storm over the sea", "size": "1024x1024", "quality": "medium", "n": 1});
+    let body =
+        json!({"prompt": "a storm over the sea", "size": "1024x1024", "quality": "medium", "n": 1});
     let requests = (0..20).map(|_| app.generate(&user, body.clone()));
     let responses = futures::future::join_all(requests).await;
     let mut accepted = 0;
@@ -29,7 +30,12 @@ async fn twenty_concurrent_requests_with_credits_for_five() {
     }
     assert_eq!((accepted, refused), (5, 15));
     assert_eq!(app.assert_ledger_consistent(&user).await, 0);
-    let list: Value = app.get("/v1/generations?limit=100", &user).await.json().await.unwrap();
+    let list: Value = app
+        .get("/v1/generations?limit=100", &user)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 5);
 }
 
@@ -79,11 +85,18 @@ async fn idempotency_key_replays_the_first_response_and_never_charges_twice() {
     let r: Value = r.json().await.unwrap();
     assert_ne!(r["id"], first["id"]);
     // Records are kept at least 24 hours.
-    let rec_sweep = shared::services::sweep::run(app.app(), chrono::Utc::now() + chrono::Duration::hours(23))
-        .await
-        .unwrap();
+    let rec_sweep =
+        shared::services::sweep::run(app.app(), chrono::Utc::now() + chrono::Duration::hours(23))
+            .await
+            .unwrap();
     assert_eq!(rec_sweep.items_deleted, 0);
-    assert!(app.app().store.get_idempotency(&user.sub, "key-1").await.unwrap().is_some());
+    assert!(app
+        .app()
+        .store
+        .get_idempotency(&user.sub, "key-1")
+        .await
+        .unwrap()
+        .is_some());
 }
 
 fn sqs_event(body: &str, message_id: &str) -> LambdaEvent<SqsEvent> {
@@ -122,7 +135,10 @@ async fn same_sqs_message_delivered_three_times_one_set_of_images_one_charge() {
     let app = spawn_app().await;
     let user = app.onboarded_user().await;
     let job: Value = app
-        .generate(&user, json!({"prompt": "three ravens", "size": "1024x1024", "quality": "low", "n": 2}))
+        .generate(
+            &user,
+            json!({"prompt": "three ravens", "size": "1024x1024", "quality": "low", "n": 2}),
+        )
         .await
         .json()
         .await
@@ -130,14 +146,18 @@ async fn same_sqs_message_delivered_three_times_one_set_of_images_one_charge() {
     let id = job["id"].as_str().unwrap();
     let body = take_message(&app).await;
     for i in 0..3 {
-        let resp = generate::handle(app.app(), sqs_event(&body, &format!("m{i}"))).await.unwrap();
+        let resp = generate::handle(app.app(), sqs_event(&body, &format!("m{i}")))
+            .await
+            .unwrap();
         assert!(resp.batch_item_failures.is_empty());
     }
     let concurrent = futures::future::join_all(
         (0..3).map(|i| generate::handle(app.app(), sqs_event(&body, &format!("c{i}")))),
     )
     .await;
-    assert!(concurrent.iter().all(|r| r.as_ref().unwrap().batch_item_failures.is_empty()));
+    assert!(concurrent
+        .iter()
+        .all(|r| r.as_ref().unwrap().batch_item_failures.is_empty()));
     let job = app.job(&user, id).await;
     assert_eq!(job["status"], "succeeded");
     let keys = app
@@ -158,14 +178,27 @@ async fn s1_another_users_generation_is_404_on_every_route() {
     let app = spawn_app().await;
     let owner = app.onboarded_user().await;
     let intruder = app.onboarded_user().await;
-    let job: Value = app.generate(&owner, gen_body("private sketch")).await.json().await.unwrap();
+    let job: Value = app
+        .generate(&owner, gen_body("private sketch"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let id = job["id"].as_str().unwrap();
     app.drain().await;
     let path = format!("/v1/generations/{id}");
-    assert_eq!(problem_code(app.get(&path, &intruder).await, 404).await, "not_found");
+    assert_eq!(
+        problem_code(app.get(&path, &intruder).await, 404).await,
+        "not_found"
+    );
     let resp = app.send(Method::DELETE, &path, Some(&intruder), None).await;
     assert_eq!(problem_code(resp, 404).await, "not_found");
-    let list: Value = app.get("/v1/generations", &intruder).await.json().await.unwrap();
+    let list: Value = app
+        .get("/v1/generations", &intruder)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert!(list["items"].as_array().unwrap().is_empty());
     // A cursor minted from the owner's listing reads only the intruder's own partition.
     let cursor = shared::domain::cursor::encode(&format!("GEN#{}", "zzzzzzzzzzzzzzzzzzzzzzzzzz"));
@@ -198,11 +231,28 @@ async fn r3_d3_deleted_generation_disappears_with_its_objects() {
     app.drain().await;
     let prefix = format!("users/{}/generations/{id}/", user.sub);
     assert_eq!(app.app().objects.list(&prefix).await.unwrap().len(), 2);
-    let resp = app.send(Method::DELETE, &format!("/v1/generations/{id}"), Some(&user), None).await;
+    let resp = app
+        .send(
+            Method::DELETE,
+            &format!("/v1/generations/{id}"),
+            Some(&user),
+            None,
+        )
+        .await;
     assert_eq!(resp.status(), 204);
-    assert_eq!(problem_code(app.get(&format!("/v1/generations/{id}"), &user).await, 404).await, "not_found");
+    assert_eq!(
+        problem_code(app.get(&format!("/v1/generations/{id}"), &user).await, 404).await,
+        "not_found"
+    );
     assert!(app.app().objects.list(&prefix).await.unwrap().is_empty());
-    let resp = app.send(Method::DELETE, &format!("/v1/generations/{id}"), Some(&user), None).await;
+    let resp = app
+        .send(
+            Method::DELETE,
+            &format!("/v1/generations/{id}"),
+            Some(&user),
+            None,
+        )
+        .await;
     assert_eq!(problem_code(resp, 404).await, "not_found");
     // A finished job is not refunded by deletion.
     assert_eq!(app.assert_ledger_consistent(&user).await, 6);
@@ -214,10 +264,22 @@ async fn r3_d3_deleted_generation_disappears_with_its_objects() {
 async fn deleting_a_queued_generation_cancels_and_refunds_it_once() {
     let app = spawn_app().await;
     let user = app.onboarded_user().await;
-    let job: Value = app.generate(&user, gen_body("never drawn")).await.json().await.unwrap();
+    let job: Value = app
+        .generate(&user, gen_body("never drawn"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let id = job["id"].as_str().unwrap();
     assert_eq!(app.balance(&user).await, 9);
-    let resp = app.send(Method::DELETE, &format!("/v1/generations/{id}"), Some(&user), None).await;
+    let resp = app
+        .send(
+            Method::DELETE,
+            &format!("/v1/generations/{id}"),
+            Some(&user),
+            None,
+        )
+        .await;
     assert_eq!(resp.status(), 204);
     assert_eq!(app.assert_ledger_consistent(&user).await, 10);
     app.drain().await;
@@ -242,7 +304,12 @@ async fn g4_history_is_newest_first_and_paginates() {
         ids.push(job["id"].as_str().unwrap().to_string());
         sleep_ms(5).await;
     }
-    let page: Value = app.get("/v1/generations?limit=2", &user).await.json().await.unwrap();
+    let page: Value = app
+        .get("/v1/generations?limit=2", &user)
+        .await
+        .json()
+        .await
+        .unwrap();
     let items = page["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     assert_eq!(items[0]["id"], ids[2].as_str());
@@ -255,7 +322,12 @@ async fn g4_history_is_newest_first_and_paginates() {
         .json()
         .await
         .unwrap();
-    let rest: Vec<&str> = page["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    let rest: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
     assert_eq!(rest, vec![ids[0].as_str()]);
     let all: HashSet<String> = ids.into_iter().collect();
     assert_eq!(all.len(), 3);
@@ -265,7 +337,11 @@ async fn g4_history_is_newest_first_and_paginates() {
 /// A job whose enqueue failed is not lost: it stays queued and the sweep refunds it.
 #[tokio::test]
 async fn job_whose_enqueue_failed_is_refunded_by_the_sweep() {
-    let app = spawn_app_with(&[("GENERATION_QUEUE_URL", "http://127.0.0.1:9/000000000000/missing")]).await;
+    let app = spawn_app_with(&[(
+        "GENERATION_QUEUE_URL",
+        "http://127.0.0.1:9/000000000000/missing",
+    )])
+    .await;
     let user = app.onboarded_user().await;
     let resp = app.generate(&user, gen_body("lost in transit")).await;
     assert_eq!(resp.status(), 202);
@@ -273,7 +349,9 @@ async fn job_whose_enqueue_failed_is_refunded_by_the_sweep() {
     let id = job["id"].as_str().unwrap();
     assert_eq!(app.balance(&user).await, 9);
     let later = chrono::Utc::now() + chrono::Duration::hours(2);
-    let report = shared::services::sweep::run(app.app(), later).await.unwrap();
+    let report = shared::services::sweep::run(app.app(), later)
+        .await
+        .unwrap();
     assert_eq!(report.stale_jobs_refunded, 1);
     let job = app.job(&user, id).await;
     assert_eq!(job["status"], "failed");

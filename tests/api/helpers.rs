@@ -33,7 +33,10 @@ fn endpoint() -> String {
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", &ulid::Ulid::new().to_string().to_lowercase()[16..])
+    format!(
+        "{prefix}{}",
+        &ulid::Ulid::new().to_string().to_lowercase()[16..]
+    )
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -47,7 +50,10 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
         prefix: unique("t"),
         endpoint: endpoint(),
         addr: ([127, 0, 0, 1], 0).into(),
-        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
         inherit_env: false,
         run_workers: false,
         sweep_every: None,
@@ -77,7 +83,10 @@ impl TestApp {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
-        resp.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+        resp.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// A signed-in user who has not onboarded yet.
@@ -91,7 +100,12 @@ impl TestApp {
     pub async fn onboarded_user(&self) -> User {
         let user = self.new_user().await;
         let resp = self
-            .send(reqwest::Method::POST, "/v1/me", Some(&user), Some(json!({"display_name": "Tester", "age_confirmed": true})))
+            .send(
+                reqwest::Method::POST,
+                "/v1/me",
+                Some(&user),
+                Some(json!({"display_name": "Tester", "age_confirmed": true})),
+            )
             .await;
         assert_eq!(resp.status(), 201);
         user
@@ -115,11 +129,18 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, user: &User) -> reqwest::Response {
-        self.send(reqwest::Method::GET, path, Some(user), None).await
+        self.send(reqwest::Method::GET, path, Some(user), None)
+            .await
     }
 
     pub async fn generate(&self, user: &User, body: Value) -> reqwest::Response {
-        self.send(reqwest::Method::POST, "/v1/generations", Some(user), Some(body)).await
+        self.send(
+            reqwest::Method::POST,
+            "/v1/generations",
+            Some(user),
+            Some(body),
+        )
+        .await
     }
 
     /// Delivers queued messages to the worker, as the event source mapping would, until the
@@ -141,7 +162,12 @@ impl TestApp {
     }
 
     pub async fn balance(&self, user: &User) -> u64 {
-        self.app().store.balance(&user.sub).await.unwrap().unwrap_or(0)
+        self.app()
+            .store
+            .balance(&user.sub)
+            .await
+            .unwrap()
+            .unwrap_or(0)
     }
 
     /// The ledger invariant: the sum of a user's entries equals the balance, which is never
@@ -150,7 +176,10 @@ impl TestApp {
         let balance = self.balance(user).await;
         let entries = self.app().store.ledger_entries(&user.sub).await.unwrap();
         let sum: i64 = entries.iter().map(|e| e.amount).sum();
-        assert_eq!(sum, balance as i64, "ledger {entries:?} does not add up to {balance}");
+        assert_eq!(
+            sum, balance as i64,
+            "ledger {entries:?} does not add up to {balance}"
+        );
         balance
     }
 
@@ -268,7 +297,10 @@ async fn images(
     body: axum::body::Bytes,
 ) -> axum::response::Response {
     state.calls.fetch_add(1, Ordering::SeqCst);
-    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if auth != format!("Bearer {STUB_KEY}") {
         return (
             axum::http::StatusCode::UNAUTHORIZED,
@@ -290,11 +322,20 @@ async fn images(
         StubReply::Images => {
             let (w, h) = req["size"].as_str().unwrap().split_once('x').unwrap();
             let (w, h): (u32, u32) = (w.parse().unwrap(), h.parse().unwrap());
-            let format = shared::domain::generation::OutputFormat::parse(req["output_format"].as_str().unwrap()).unwrap();
+            let format = shared::domain::generation::OutputFormat::parse(
+                req["output_format"].as_str().unwrap(),
+            )
+            .unwrap();
             let n = req["n"].as_u64().unwrap() as u8;
             let data: Vec<Value> = (0..n)
                 .map(|i| {
-                    let img = shared::provider::local::render(req["prompt"].as_str().unwrap(), 1, i, w, h);
+                    let img = shared::provider::local::render(
+                        req["prompt"].as_str().unwrap(),
+                        1,
+                        i,
+                        w,
+                        h,
+                    );
                     let bytes = shared::provider::local::encode(&img, format).unwrap();
                     json!({"b64_json": base64::engine::general_purpose::STANDARD.encode(bytes)})
                 })

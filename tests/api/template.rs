@@ -31,7 +31,9 @@ fn s(v: &Value) -> String {
 }
 
 fn resource<'a>(t: &'a Value, id: &str) -> &'a Value {
-    t["Resources"].get(id).unwrap_or_else(|| panic!("template has no {id}"))
+    t["Resources"]
+        .get(id)
+        .unwrap_or_else(|| panic!("template has no {id}"))
 }
 
 fn key_pairs(schema: &Value) -> Vec<(String, String)> {
@@ -50,7 +52,10 @@ fn template_resources_match_local_provisioning() {
     assert!(s(&table["TableName"]).ends_with(&format!("-{}", TABLE.suffix)));
     assert_eq!(
         key_pairs(&table["KeySchema"]),
-        vec![(TABLE.hash.0.to_string(), "HASH".into()), (TABLE.range.0.to_string(), "RANGE".into())]
+        vec![
+            (TABLE.hash.0.to_string(), "HASH".into()),
+            (TABLE.range.0.to_string(), "RANGE".into())
+        ]
     );
     let defined: BTreeSet<(String, String)> = table["AttributeDefinitions"]
         .as_sequence()
@@ -69,34 +74,62 @@ fn template_resources_match_local_provisioning() {
     let gsis = table["GlobalSecondaryIndexes"].as_sequence().unwrap();
     assert_eq!(gsis.len(), TABLE.indexes.len());
     for idx in TABLE.indexes {
-        let g = gsis.iter().find(|g| s(&g["IndexName"]) == idx.name).unwrap_or_else(|| panic!("no index {}", idx.name));
+        let g = gsis
+            .iter()
+            .find(|g| s(&g["IndexName"]) == idx.name)
+            .unwrap_or_else(|| panic!("no index {}", idx.name));
         assert_eq!(
             key_pairs(&g["KeySchema"]),
-            vec![(idx.hash.0.to_string(), "HASH".into()), (idx.range.0.to_string(), "RANGE".into())]
+            vec![
+                (idx.hash.0.to_string(), "HASH".into()),
+                (idx.range.0.to_string(), "RANGE".into())
+            ]
         );
         assert_eq!(s(&g["Projection"]["ProjectionType"]), idx.projection);
     }
-    assert_eq!(s(&table["TimeToLiveSpecification"]["AttributeName"]), TABLE.ttl_attribute);
+    assert_eq!(
+        s(&table["TimeToLiveSpecification"]["AttributeName"]),
+        TABLE.ttl_attribute
+    );
 
     let bucket = &resource(&t, "ContentBucket")["Properties"];
     assert!(s(&bucket["BucketName"]).ends_with(&format!("-{}", resources::BUCKET_SUFFIX)));
-    assert_eq!(s(&t["Parameters"]["ContentBackstopDays"]["Default"]), resources::CONTENT_BACKSTOP_DAYS.to_string());
+    assert_eq!(
+        s(&t["Parameters"]["ContentBackstopDays"]["Default"]),
+        resources::CONTENT_BACKSTOP_DAYS.to_string()
+    );
     let queue = &resource(&t, "GenerationQueue")["Properties"];
     assert!(s(&queue["QueueName"]).ends_with(&format!("-{}", resources::QUEUE_SUFFIX)));
-    assert_eq!(s(&queue["VisibilityTimeout"]), resources::QUEUE_VISIBILITY_SECS.to_string());
-    assert_eq!(s(&queue["RedrivePolicy"]["maxReceiveCount"]), resources::MAX_RECEIVE_COUNT.to_string());
+    assert_eq!(
+        s(&queue["VisibilityTimeout"]),
+        resources::QUEUE_VISIBILITY_SECS.to_string()
+    );
+    assert_eq!(
+        s(&queue["RedrivePolicy"]["maxReceiveCount"]),
+        resources::MAX_RECEIVE_COUNT.to_string()
+    );
     let dlq = &resource(&t, "GenerationDLQ")["Properties"];
     assert!(s(&dlq["QueueName"]).ends_with(&format!("-{}", resources::DLQ_SUFFIX)));
-    assert_eq!(s(&dlq["MessageRetentionPeriod"]), resources::DLQ_RETENTION_SECS.to_string());
+    assert_eq!(
+        s(&dlq["MessageRetentionPeriod"]),
+        resources::DLQ_RETENTION_SECS.to_string()
+    );
     let bus = &resource(&t, "EventBus")["Properties"];
     assert!(s(&bus["Name"]).ends_with(&format!("-{}", resources::BUS_SUFFIX)));
 
     let generate = &resource(&t, "GenerateFunction")["Properties"];
     let timeout: u32 = s(&generate["Timeout"]).parse().unwrap();
     assert_eq!(timeout, resources::GENERATE_TIMEOUT_SECS);
-    assert!(resources::QUEUE_VISIBILITY_SECS >= 6 * timeout, "visibility timeout at least 6x the function timeout");
-    let schedule = &resource(&t, "RetentionSweepFunction")["Properties"]["Events"]["Schedule"]["Properties"]["Schedule"];
-    assert_eq!(s(schedule), format!("rate({} minutes)", resources::SWEEP_EVERY_SECS / 60));
+    assert!(
+        resources::QUEUE_VISIBILITY_SECS >= 6 * timeout,
+        "visibility timeout at least 6x the function timeout"
+    );
+    let schedule = &resource(&t, "RetentionSweepFunction")["Properties"]["Events"]["Schedule"]
+        ["Properties"]["Schedule"];
+    assert_eq!(
+        s(schedule),
+        format!("rate({} minutes)", resources::SWEEP_EVERY_SECS / 60)
+    );
 }
 
 #[test]
@@ -112,13 +145,23 @@ fn template_routes_match_the_dev_host() {
                 continue;
             }
             let p = &ev["Properties"];
-            let public = p.get("Auth").map(|a| s(&a["Authorizer"]) == "NONE").unwrap_or(false);
+            let public = p
+                .get("Auth")
+                .map(|a| s(&a["Authorizer"]) == "NONE")
+                .unwrap_or(false);
             declared.insert((s(&p["Method"]), s(&p["Path"]), s(id), !public));
         }
     }
     let hosted: BTreeSet<_> = ROUTES
         .iter()
-        .map(|r| (r.method.to_string(), r.path.to_string(), r.function.logical_id().to_string(), r.authorized))
+        .map(|r| {
+            (
+                r.method.to_string(),
+                r.path.to_string(),
+                r.function.logical_id().to_string(),
+                r.authorized,
+            )
+        })
         .collect();
     assert_eq!(declared, hosted);
 }
@@ -136,7 +179,11 @@ fn every_function_crate_is_deployed_as_an_arm64_cargo_lambda_function_with_30_da
             .as_mapping()
             .unwrap()
             .iter()
-            .find(|(_, r)| r.get("Metadata").map(|m| s(&m["BuildProperties"]["Binary"]) == name).unwrap_or(false))
+            .find(|(_, r)| {
+                r.get("Metadata")
+                    .map(|m| s(&m["BuildProperties"]["Binary"]) == name)
+                    .unwrap_or(false)
+            })
             .unwrap_or_else(|| panic!("functions/{name} is not in template.yaml"));
         assert_eq!(s(&res["Type"]), "AWS::Serverless::Function");
         assert_eq!(s(&res["Metadata"]["BuildMethod"]), "rust-cargolambda");

@@ -22,7 +22,10 @@ async fn route(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
         }
         Some("PATCH /v1/me") => {
             let body = http::request::json_value(&req)?;
-            json(200, &accounts::update_me(app, &caller, &body, Utc::now()).await?)
+            json(
+                200,
+                &accounts::update_me(app, &caller, &body, Utc::now()).await?,
+            )
         }
         _ => Err(ApiError::client(404, "route_not_found", "no such route")),
     }

@@ -13,7 +13,8 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
     let mut response = SqsBatchResponse::default();
     for record in event.payload.records {
         let message_id = record.message_id.clone().unwrap_or_default();
-        let span = tracing::info_span!("message", request_id = %request_id, message_id = %message_id);
+        let span =
+            tracing::info_span!("message", request_id = %request_id, message_id = %message_id);
         let outcome = async {
             let msg: JobMessage = serde_json::from_str(record.body.as_deref().unwrap_or_default())
                 .map_err(|e| format!("not a job message: {e}"))?;
@@ -25,7 +26,9 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
         .instrument(span.clone())
         .await;
         if let Err(reason) = outcome {
-            span.in_scope(|| tracing::error!(reason = %reason, "message failed; it will be redelivered"));
+            span.in_scope(
+                || tracing::error!(reason = %reason, "message failed; it will be redelivered"),
+            );
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = message_id;
             response.batch_item_failures.push(failure);

@@ -33,17 +33,23 @@ async fn route(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
 
 /// 200 when the table, the bucket and the queue answer; 503 otherwise.
 async fn health(app: &App) -> Result<Response<Body>, ApiError> {
-    let (table, bucket, queue) = tokio::join!(app.store.ping(), app.objects.ping(), app.queue.ping());
+    let (table, bucket, queue) =
+        tokio::join!(app.store.ping(), app.objects.ping(), app.queue.ping());
     let failures: Vec<String> = [("table", table), ("bucket", bucket), ("queue", queue)]
         .into_iter()
-        .filter_map(|(name, r)| r.err().map(|e| {
-            tracing::error!(error = ?e, store = name, "health check failed");
-            name.to_string()
-        }))
+        .filter_map(|(name, r)| {
+            r.err().map(|e| {
+                tracing::error!(error = ?e, store = name, "health check failed");
+                name.to_string()
+            })
+        })
         .collect();
     if failures.is_empty() {
         http::json(200, &json!({"status": "ok"}))
     } else {
-        Err(ApiError::Unavailable(format!("unreachable: {}", failures.join(", "))))
+        Err(ApiError::Unavailable(format!(
+            "unreachable: {}",
+            failures.join(", ")
+        )))
     }
 }

@@ -46,7 +46,10 @@ pub fn check(
 ) -> Result<AgeCheck, Invalid> {
     if let Some(raw) = date_of_birth {
         let dob = NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| {
-            Invalid::new("invalid_date_of_birth", "date_of_birth must be a date as YYYY-MM-DD")
+            Invalid::new(
+                "invalid_date_of_birth",
+                "date_of_birth must be a date as YYYY-MM-DD",
+            )
         })?;
         if dob > today || dob.year() < 1900 {
             return Err(Invalid::new(
@@ -85,7 +88,10 @@ mod tests {
             check(Some("2013-11-22"), None, today).unwrap(),
             AgeCheck::Confirmed(AgeConfirmation::DateOfBirth)
         );
-        assert_eq!(check(Some("2013-11-23"), None, today).unwrap(), AgeCheck::Underage);
+        assert_eq!(
+            check(Some("2013-11-23"), None, today).unwrap(),
+            AgeCheck::Underage
+        );
         assert_eq!(check(None, Some(false), today).unwrap(), AgeCheck::Underage);
     }
 

@@ -24,8 +24,14 @@ impl Prompt {
                 format!("prompt must be {PROMPT_MIN_CHARS} to {PROMPT_MAX_CHARS} characters and not blank"),
             ));
         }
-        if raw.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
-            return Err(Invalid::new("invalid_prompt", "prompt must not contain control characters"));
+        if raw
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err(Invalid::new(
+                "invalid_prompt",
+                "prompt must not contain control characters",
+            ));
         }
         Ok(Self(raw.to_string()))
     }
@@ -148,14 +154,19 @@ impl GenerationSettings {
     /// Validates the body; a missing seed is drawn at random so every job is reproducible.
     pub fn parse(body: &GenerationRequestBody) -> Result<Self, Invalid> {
         if !(N_MIN..=N_MAX).contains(&body.n) {
-            return Err(Invalid::new("invalid_n", format!("n must be {N_MIN} to {N_MAX}")));
+            return Err(Invalid::new(
+                "invalid_n",
+                format!("n must be {N_MIN} to {N_MAX}"),
+            ));
         }
         Ok(Self {
             prompt: Prompt::parse(&body.prompt)?,
             size: ImageSize::parse(&body.size)?,
             quality: Quality::parse(&body.quality)?,
             n: body.n,
-            seed: body.seed.unwrap_or_else(|| u64::from(rand::random::<u32>())),
+            seed: body
+                .seed
+                .unwrap_or_else(|| u64::from(rand::random::<u32>())),
             output_format: match &body.output_format {
                 Some(f) => OutputFormat::parse(f)?,
                 None => OutputFormat::Png,
@@ -223,15 +234,24 @@ mod tests {
         b.prompt = "x".repeat(PROMPT_MAX_CHARS);
         assert!(GenerationSettings::parse(&b).is_ok());
         b.prompt = "x".repeat(PROMPT_MAX_CHARS + 1);
-        assert_eq!(GenerationSettings::parse(&b).unwrap_err().code, "invalid_prompt");
+        assert_eq!(
+            GenerationSettings::parse(&b).unwrap_err().code,
+            "invalid_prompt"
+        );
         let mut b = body();
         b.n = 5;
         assert_eq!(GenerationSettings::parse(&b).unwrap_err().code, "invalid_n");
         let mut b = body();
         b.size = "4096x4096".into();
-        assert_eq!(GenerationSettings::parse(&b).unwrap_err().code, "invalid_size");
+        assert_eq!(
+            GenerationSettings::parse(&b).unwrap_err().code,
+            "invalid_size"
+        );
         let mut b = body();
         b.output_format = Some("gif".into());
-        assert_eq!(GenerationSettings::parse(&b).unwrap_err().code, "invalid_output_format");
+        assert_eq!(
+            GenerationSettings::parse(&b).unwrap_err().code,
+            "invalid_output_format"
+        );
     }
 }

@@ -49,7 +49,10 @@ impl AvatarUrl {
         {
             return Err(Invalid::new(
                 "invalid_avatar_url",
-                format!("avatar_url must be an https:// URL of at most {} characters", Self::MAX_LEN),
+                format!(
+                    "avatar_url must be an https:// URL of at most {} characters",
+                    Self::MAX_LEN
+                ),
             ));
         }
         Ok(Self(raw.to_string()))

@@ -92,6 +92,11 @@ mod tests {
         let t = Utc::now();
         assert_eq!(p.content_delete_at(t), Some(t + Duration::days(14)));
         assert!(RetentionPolicy::parse("0").is_err());
-        assert_eq!(RetentionPolicy::parse("until_deleted").unwrap().content_delete_at(t), None);
+        assert_eq!(
+            RetentionPolicy::parse("until_deleted")
+                .unwrap()
+                .content_delete_at(t),
+            None
+        );
     }
 }

@@ -12,13 +12,16 @@ impl UserId {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let ok = !raw.is_empty()
             && raw.len() <= Self::MAX_LEN
-            && raw
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | ':' | '|'));
+            && raw.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | ':' | '|')
+            });
         if ok {
             Ok(Self(raw.to_string()))
         } else {
-            Err(Invalid::new("invalid_subject", "the token's subject is not usable"))
+            Err(Invalid::new(
+                "invalid_subject",
+                "the token's subject is not usable",
+            ))
         }
     }
 

@@ -58,7 +58,10 @@ mod tests {
 
     #[test]
     fn group_claims_in_api_gateway_shape() {
-        assert_eq!(parse_group_claim("[admin editors]"), vec!["admin", "editors"]);
+        assert_eq!(
+            parse_group_claim("[admin editors]"),
+            vec!["admin", "editors"]
+        );
         assert_eq!(parse_group_claim("admin"), vec!["admin"]);
         assert!(parse_group_claim("[]").is_empty());
     }

@@ -34,7 +34,9 @@ where
             Err(err) => {
                 match &err {
                     ApiError::Internal(e) => tracing::error!(error = ?e, "request failed"),
-                    ApiError::Unavailable(e) => tracing::warn!(error = %e, "dependency unavailable"),
+                    ApiError::Unavailable(e) => {
+                        tracing::warn!(error = %e, "dependency unavailable")
+                    }
                     ApiError::Client { status, code, .. } => {
                         tracing::info!(status, code, "request rejected")
                     }

@@ -67,7 +67,12 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
 /// Parses the body as a JSON value (for hashing and field-level validation).
 pub fn json_value(req: &Request) -> Result<serde_json::Value, ApiError> {
     if let Some(ct) = header(req, "content-type") {
-        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if essence != "application/json" && !essence.ends_with("+json") {
             return Err(ApiError::client(
                 415,
@@ -85,8 +90,12 @@ pub fn json_value(req: &Request) -> Result<serde_json::Value, ApiError> {
         ));
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("missing_body", "a JSON body is required"));
+        return Err(ApiError::bad_request(
+            "missing_body",
+            "a JSON body is required",
+        ));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
+    })
 }

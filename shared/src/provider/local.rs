@@ -78,7 +78,8 @@ pub fn render(prompt: &str, seed: u64, index: u8, width: u32, height: u32) -> Rg
     let words: Vec<&str> = prompt.split_whitespace().take(32).collect();
     let (w, h) = (width as f32, height as f32);
     for (i, word) in words.iter().enumerate() {
-        let mut wr = Rng(hash64(&[word.to_lowercase().as_bytes(), &seed.to_be_bytes()]) ^ rng.next());
+        let mut wr =
+            Rng(hash64(&[word.to_lowercase().as_bytes(), &seed.to_be_bytes()]) ^ rng.next());
         let colour = hsv(wr.unit(), 0.6 + wr.unit() * 0.4, 0.5 + wr.unit() * 0.5);
         let shape = match wr.next() % 4 {
             0 => Shape::Disc,
@@ -113,9 +114,8 @@ pub fn render(prompt: &str, seed: u64, index: u8, width: u32, height: u32) -> Rg
                 };
                 if inside {
                     let p = img.get_pixel_mut(x, y);
-                    for c in 0..3 {
-                        let blended = p.0[c] as f32 * (1.0 - alpha) + colour[c] * 255.0 * alpha;
-                        p.0[c] = blended as u8;
+                    for (channel, target) in p.0.iter_mut().zip(colour) {
+                        *channel = (*channel as f32 * (1.0 - alpha) + target * 255.0 * alpha) as u8;
                     }
                 }
             }
@@ -129,12 +129,22 @@ pub fn encode(img: &RgbImage, format: OutputFormat) -> Result<Vec<u8>, image::Im
     let mut out = Vec::new();
     let (w, h) = img.dimensions();
     match format {
-        OutputFormat::Png => PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive)
-            .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)?,
-        OutputFormat::Jpeg => JpegEncoder::new_with_quality(&mut out, 88)
-            .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)?,
-        OutputFormat::Webp => WebPEncoder::new_lossless(&mut out)
-            .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)?,
+        OutputFormat::Png => {
+            PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive)
+                .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)?
+        }
+        OutputFormat::Jpeg => JpegEncoder::new_with_quality(&mut out, 88).write_image(
+            img.as_raw(),
+            w,
+            h,
+            ExtendedColorType::Rgb8,
+        )?,
+        OutputFormat::Webp => WebPEncoder::new_lossless(&mut out).write_image(
+            img.as_raw(),
+            w,
+            h,
+            ExtendedColorType::Rgb8,
+        )?,
     }
     Ok(out)
 }

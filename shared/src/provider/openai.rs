@@ -57,7 +57,12 @@ struct ErrorBody {
 }
 
 impl OpenAiImages {
-    pub fn new(base_url: &str, model: &str, api_key: Secret, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        base_url: &str,
+        model: &str,
+        api_key: Secret,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(timeout)
@@ -81,7 +86,9 @@ fn classify(status: u16, body: &str) -> ProviderError {
     let code = parsed.and_then(|e| e.error.code);
     match status {
         400 if code.as_deref() == Some("moderation_blocked") => ProviderError::Moderation(message),
-        408 | 409 | 429 | 500..=599 => ProviderError::Transient(format!("HTTP {status}: {message}")),
+        408 | 409 | 429 | 500..=599 => {
+            ProviderError::Transient(format!("HTTP {status}: {message}"))
+        }
         _ => ProviderError::Permanent(format!("HTTP {status}: {message}")),
     }
 }
@@ -124,9 +131,9 @@ impl ImageProvider for OpenAiImages {
             .data
             .into_iter()
             .map(|d| {
-                let b64 = d
-                    .b64_json
-                    .ok_or_else(|| ProviderError::Permanent("response item without b64_json".into()))?;
+                let b64 = d.b64_json.ok_or_else(|| {
+                    ProviderError::Permanent("response item without b64_json".into())
+                })?;
                 STANDARD
                     .decode(b64)
                     .map_err(|e| ProviderError::Permanent(format!("bad base64 in response: {e}")))
@@ -150,10 +157,16 @@ mod tests {
     #[test]
     fn error_classes_follow_the_wire_format() {
         let moderation = r#"{"error":{"message":"Your request was rejected","type":"image_generation_user_error","param":null,"code":"moderation_blocked"}}"#;
-        assert!(matches!(classify(400, moderation), ProviderError::Moderation(_)));
+        assert!(matches!(
+            classify(400, moderation),
+            ProviderError::Moderation(_)
+        ));
         assert!(matches!(classify(429, "{}"), ProviderError::Transient(_)));
         assert!(matches!(classify(503, "oops"), ProviderError::Transient(_)));
-        assert!(matches!(classify(400, r#"{"error":{"message":"bad size","code":null}}"#), ProviderError::Permanent(_)));
+        assert!(matches!(
+            classify(400, r#"{"error":{"message":"bad size","code":null}}"#),
+            ProviderError::Permanent(_)
+        ));
         assert!(matches!(classify(401, "{}"), ProviderError::Permanent(_)));
     }
 }

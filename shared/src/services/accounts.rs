@@ -51,19 +51,31 @@ pub async fn require_onboarded(app: &App, caller: &Caller) -> Result<Profile, Ap
 
 /// `POST /v1/me`. Returns 201 on first onboarding, 200 when already onboarded.
 #[instrument(skip_all, fields(user_id = %caller.user_id))]
-pub async fn onboard(app: &App, caller: &Caller, body: OnboardBody, now: DateTime<Utc>) -> Result<(u16, Me), ApiError> {
+pub async fn onboard(
+    app: &App,
+    caller: &Caller,
+    body: OnboardBody,
+    now: DateTime<Utc>,
+) -> Result<(u16, Me), ApiError> {
     let user_id = caller.user_id.as_str();
     if let Some(existing) = app.store.get_profile(user_id).await? {
         return Ok((200, me_view(app, existing).await?));
     }
-    let confirmation = match age::check(body.date_of_birth.as_deref(), body.age_confirmed, now.date_naive())? {
+    let confirmation = match age::check(
+        body.date_of_birth.as_deref(),
+        body.age_confirmed,
+        now.date_naive(),
+    )? {
         AgeCheck::Confirmed(how) => how,
         AgeCheck::Underage => {
             // K1: refused, and nothing about this person is kept; only an anonymous count.
             app.store.count_age_refusal(now.date_naive()).await?;
             return Err(ApiError::forbidden(
                 "age_requirement",
-                format!("this service is for people aged {} and over", age::MINIMUM_AGE),
+                format!(
+                    "this service is for people aged {} and over",
+                    age::MINIMUM_AGE
+                ),
             ));
         }
     };
@@ -116,9 +128,13 @@ pub fn parse_update(body: &Value) -> Result<ProfileUpdate, ApiError> {
     let mut update = ProfileUpdate::default();
     for (field, value) in map {
         match (field.as_str(), value) {
-            ("display_name", Value::String(s)) => update.display_name = Some(DisplayName::parse(s)?),
+            ("display_name", Value::String(s)) => {
+                update.display_name = Some(DisplayName::parse(s)?)
+            }
             ("avatar_url", Value::Null) => update.avatar_url = Some(None),
-            ("avatar_url", Value::String(s)) => update.avatar_url = Some(Some(AvatarUrl::parse(s)?)),
+            ("avatar_url", Value::String(s)) => {
+                update.avatar_url = Some(Some(AvatarUrl::parse(s)?))
+            }
             ("preferences", v) => update.preferences = Some(Preferences::parse(v)?),
             ("display_name" | "avatar_url", _) => {
                 return Err(ApiError::bad_request(
@@ -144,7 +160,12 @@ pub fn parse_update(body: &Value) -> Result<ProfileUpdate, ApiError> {
 }
 
 /// `PATCH /v1/me`.
-pub async fn update_me(app: &App, caller: &Caller, body: &Value, now: DateTime<Utc>) -> Result<Me, ApiError> {
+pub async fn update_me(
+    app: &App,
+    caller: &Caller,
+    body: &Value,
+    now: DateTime<Utc>,
+) -> Result<Me, ApiError> {
     let update = parse_update(body)?;
     let profile = app
         .store

@@ -9,7 +9,9 @@ use tracing::instrument;
 
 use crate::app::App;
 use crate::domain::cursor;
-use crate::domain::generation::{GenerationRequestBody, GenerationSettings, Job, JobMessage, JobStatus};
+use crate::domain::generation::{
+    GenerationRequestBody, GenerationSettings, Job, JobMessage, JobStatus,
+};
 use crate::domain::pricing;
 use crate::error::ApiError;
 use crate::http::Caller;
@@ -100,7 +102,11 @@ pub async fn view(app: &App, job: &Job) -> Result<GenerationView, ApiError> {
 fn parse_idempotency_key(raw: Option<&str>) -> Result<Option<String>, ApiError> {
     match raw {
         None => Ok(None),
-        Some(k) if !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX && k.bytes().all(|b| (0x21..=0x7e).contains(&b)) => {
+        Some(k)
+            if !k.is_empty()
+                && k.len() <= IDEMPOTENCY_KEY_MAX
+                && k.bytes().all(|b| (0x21..=0x7e).contains(&b)) =>
+        {
             Ok(Some(k.to_string()))
         }
         Some(_) => Err(ApiError::bad_request(
@@ -116,7 +122,10 @@ fn request_hash(body: &Value) -> String {
 }
 
 fn is_job_id(id: &str) -> bool {
-    id.len() == 26 && id.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+    id.len() == 26
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
 }
 
 /// `POST /v1/generations`: returns the status code and body (202 with the job).
@@ -136,10 +145,13 @@ pub async fn create(
     let idem_key = parse_idempotency_key(idempotency_key)?;
     let hash = request_hash(body);
 
-    let job_id = ulid::Ulid::from_datetime(now.into()).to_string().to_lowercase();
+    let job_id = ulid::Ulid::from_datetime(now.into())
+        .to_string()
+        .to_lowercase();
     let cost = pricing::cost(settings.size, settings.quality, settings.n).get();
     let delete_at = app.config.retention.content_delete_at(now);
-    let queue_deadline = now + chrono::Duration::from_std(app.config.queue_timeout).unwrap_or_default();
+    let queue_deadline =
+        now + chrono::Duration::from_std(app.config.queue_timeout).unwrap_or_default();
     let job = Job {
         id: job_id.clone(),
         user_id: user_id.to_string(),
@@ -157,7 +169,8 @@ pub async fn create(
         attempts: 0,
         idempotency_key: idem_key.clone(),
     };
-    let response = serde_json::to_value(view(app, &job).await?).map_err(|e| ApiError::Internal(e.into()))?;
+    let response =
+        serde_json::to_value(view(app, &job).await?).map_err(|e| ApiError::Internal(e.into()))?;
     let outcome = app
         .store
         .create_job(CreateJob {
@@ -193,7 +206,8 @@ pub async fn create(
                     "this Idempotency-Key was used with a different request body",
                 ));
             }
-            let body = serde_json::from_str(&record.body).map_err(|e| ApiError::Internal(e.into()))?;
+            let body =
+                serde_json::from_str(&record.body).map_err(|e| ApiError::Internal(e.into()))?;
             return Ok((record.status, body));
         }
     }
@@ -266,7 +280,12 @@ pub async fn list(
 /// `DELETE /v1/generations/{id}` (D3, R3): gone from the API at once, its objects deleted; a
 /// queued job is cancelled and refunded.
 #[instrument(skip_all, fields(user_id = %caller.user_id, job_id = %id))]
-pub async fn delete(app: &App, caller: &Caller, id: &str, now: DateTime<Utc>) -> Result<(), ApiError> {
+pub async fn delete(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
     require_onboarded(app, caller).await?;
     if !is_job_id(id) {
         return Err(ApiError::not_found("generation"));
@@ -277,7 +296,10 @@ pub async fn delete(app: &App, caller: &Caller, id: &str, now: DateTime<Utc>) ->
         .delete_job(user_id, id, now)
         .await?
         .ok_or_else(|| ApiError::not_found("generation"))?;
-    let removed = app.objects.delete_prefix(&generation_prefix(user_id, id)).await?;
+    let removed = app
+        .objects
+        .delete_prefix(&generation_prefix(user_id, id))
+        .await?;
     tracing::info!(refunded, objects = removed, "generation deleted");
     Ok(())
 }

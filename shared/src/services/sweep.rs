@@ -40,9 +40,15 @@ pub async fn run(app: &App, now: DateTime<Utc>) -> anyhow::Result<SweepReport> {
     Ok(report)
 }
 
-async fn refund_stale(app: &App, now: DateTime<Utc>, report: &mut SweepReport) -> anyhow::Result<()> {
+async fn refund_stale(
+    app: &App,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> anyhow::Result<()> {
     for due in app.store.stale_jobs(now, BATCH_LIMIT).await? {
-        let (Some(user_id), Some(job_id)) = (user_from_pk(&due.pk), due.sk.strip_prefix(GEN_PREFIX)) else {
+        let (Some(user_id), Some(job_id)) =
+            (user_from_pk(&due.pk), due.sk.strip_prefix(GEN_PREFIX))
+        else {
             continue;
         };
         let Some(job) = app.store.get_job(user_id, job_id).await? else {
@@ -70,7 +76,11 @@ async fn refund_stale(app: &App, now: DateTime<Utc>, report: &mut SweepReport) -
     Ok(())
 }
 
-async fn refund_dead_letters(app: &App, now: DateTime<Utc>, report: &mut SweepReport) -> anyhow::Result<()> {
+async fn refund_dead_letters(
+    app: &App,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> anyhow::Result<()> {
     for _ in 0..(BATCH_LIMIT / 10) {
         let letters = app.queue.receive_dead_letters().await?;
         if letters.is_empty() {
@@ -83,7 +93,13 @@ async fn refund_dead_letters(app: &App, now: DateTime<Utc>, report: &mut SweepRe
                         if matches!(job.status, JobStatus::Queued | JobStatus::Running)
                             && app
                                 .store
-                                .fail_and_refund(&job, FailGuard::Unfinished, "processing_failed", STUCK_REASON, now)
+                                .fail_and_refund(
+                                    &job,
+                                    FailGuard::Unfinished,
+                                    "processing_failed",
+                                    STUCK_REASON,
+                                    now,
+                                )
                                 .await?
                         {
                             report.dead_letters_refunded += 1;
@@ -96,7 +112,9 @@ async fn refund_dead_letters(app: &App, now: DateTime<Utc>, report: &mut SweepRe
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "dead letter is not a job message; removing it"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "dead letter is not a job message; removing it")
+                }
             }
             app.queue.delete_dead_letter(&letter.receipt_handle).await?;
             report.dead_letters_removed += 1;
@@ -105,11 +123,20 @@ async fn refund_dead_letters(app: &App, now: DateTime<Utc>, report: &mut SweepRe
     Ok(())
 }
 
-async fn delete_expired(app: &App, now: DateTime<Utc>, report: &mut SweepReport) -> anyhow::Result<()> {
+async fn delete_expired(
+    app: &App,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> anyhow::Result<()> {
     for due in app.store.due_for_deletion(now, BATCH_LIMIT).await? {
-        if let (Some(user_id), Some(job_id)) = (user_from_pk(&due.pk), due.sk.strip_prefix(GEN_PREFIX)) {
+        if let (Some(user_id), Some(job_id)) =
+            (user_from_pk(&due.pk), due.sk.strip_prefix(GEN_PREFIX))
+        {
             // Objects first: if this run dies between the two, the item still points here.
-            report.objects_deleted += app.objects.delete_prefix(&generation_prefix(user_id, job_id)).await?;
+            report.objects_deleted += app
+                .objects
+                .delete_prefix(&generation_prefix(user_id, job_id))
+                .await?;
         }
         if app.store.delete_if_due(&due, now).await? {
             report.items_deleted += 1;

@@ -12,8 +12,8 @@ use crate::app::App;
 use crate::domain::generation::{Job, JobMessage, StoredImage};
 use crate::objects::generation_prefix;
 use crate::provider::{ProviderError, ProviderRequest};
-use crate::store::FailGuard;
 use crate::store::ClaimOutcome;
+use crate::store::FailGuard;
 
 /// A message that could not be processed now; the queue redelivers it (and after
 /// `maxReceiveCount`, dead-letters it for the sweep to refund).
@@ -43,7 +43,9 @@ impl From<anyhow::Error> for WorkerError {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Processed {
     Succeeded,
-    Failed { code: String },
+    Failed {
+        code: String,
+    },
     /// Running elsewhere, finished or deleted: nothing done.
     Skipped,
 }
@@ -56,14 +58,24 @@ pub const PROVIDER_REASON: &str = "The image could not be generated. Your credit
 const RETRY_BASE: Duration = Duration::from_millis(250);
 
 #[instrument(skip_all, fields(user_id = %msg.user_id, job_id = %msg.job_id))]
-pub async fn process(app: &App, msg: &JobMessage, worker_id: &str) -> Result<Processed, WorkerError> {
+pub async fn process(
+    app: &App,
+    msg: &JobMessage,
+    worker_id: &str,
+) -> Result<Processed, WorkerError> {
     let now = Utc::now();
     let job = match app
         .store
-        .claim_job(&msg.user_id, &msg.job_id, worker_id, now, app.config.job_lease)
+        .claim_job(
+            &msg.user_id,
+            &msg.job_id,
+            worker_id,
+            now,
+            app.config.job_lease,
+        )
         .await?
     {
-        ClaimOutcome::Claimed(job) => job,
+        ClaimOutcome::Claimed(job) => *job,
         ClaimOutcome::NotClaimable(status) => {
             tracing::info!(status = ?status.map(|s| s.as_str()), "job not claimable; nothing to do");
             return Ok(Processed::Skipped);
@@ -75,7 +87,14 @@ pub async fn process(app: &App, msg: &JobMessage, worker_id: &str) -> Result<Pro
         Ok(images) => store_images(app, &job, worker_id, images).await,
         Err(ProviderError::Moderation(detail)) => {
             tracing::info!(detail = %detail, "refused by moderation");
-            fail(app, &job, worker_id, "moderation_blocked", MODERATION_REASON).await
+            fail(
+                app,
+                &job,
+                worker_id,
+                "moderation_blocked",
+                MODERATION_REASON,
+            )
+            .await
         }
         Err(ProviderError::Permanent(detail)) => {
             tracing::warn!(detail = %detail, "provider failed permanently");
@@ -84,7 +103,9 @@ pub async fn process(app: &App, msg: &JobMessage, worker_id: &str) -> Result<Pro
         Err(ProviderError::Transient(detail)) => {
             tracing::warn!(detail = %detail, "provider still failing after retries; releasing the job");
             release(app, &job, worker_id, now).await?;
-            Err(WorkerError::retry(format!("transient provider failure: {detail}")))
+            Err(WorkerError::retry(format!(
+                "transient provider failure: {detail}"
+            )))
         }
     }
 }
@@ -102,10 +123,13 @@ async fn call_provider(app: &App, job: &Job) -> Result<Vec<Vec<u8>>, ProviderErr
     };
     let mut attempt = 0;
     loop {
-        let result = match tokio::time::timeout(app.config.provider_timeout, app.provider.generate(&req)).await {
-            Ok(r) => r,
-            Err(_) => Err(ProviderError::Transient("timed out".into())),
-        };
+        let result =
+            match tokio::time::timeout(app.config.provider_timeout, app.provider.generate(&req))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(ProviderError::Transient("timed out".into())),
+            };
         match result {
             Err(ProviderError::Transient(detail)) if attempt < app.config.provider_max_retries => {
                 tracing::info!(attempt, detail = %detail, "transient provider error; retrying");
@@ -129,9 +153,16 @@ fn inspect(job: &Job, index: usize, bytes: &[u8]) -> Result<StoredImage, Provide
     let wanted = job.settings.output_format;
     let matches = matches!(
         (wanted, format),
-        (crate::domain::generation::OutputFormat::Png, Some(image::ImageFormat::Png))
-            | (crate::domain::generation::OutputFormat::Jpeg, Some(image::ImageFormat::Jpeg))
-            | (crate::domain::generation::OutputFormat::Webp, Some(image::ImageFormat::WebP))
+        (
+            crate::domain::generation::OutputFormat::Png,
+            Some(image::ImageFormat::Png)
+        ) | (
+            crate::domain::generation::OutputFormat::Jpeg,
+            Some(image::ImageFormat::Jpeg)
+        ) | (
+            crate::domain::generation::OutputFormat::Webp,
+            Some(image::ImageFormat::WebP)
+        )
     );
     if !matches {
         return Err(ProviderError::Permanent(format!(
@@ -152,7 +183,12 @@ fn inspect(job: &Job, index: usize, bytes: &[u8]) -> Result<StoredImage, Provide
     })
 }
 
-async fn store_images(app: &App, job: &Job, worker_id: &str, images: Vec<Vec<u8>>) -> Result<Processed, WorkerError> {
+async fn store_images(
+    app: &App,
+    job: &Job,
+    worker_id: &str,
+    images: Vec<Vec<u8>>,
+) -> Result<Processed, WorkerError> {
     let mut stored = Vec::with_capacity(images.len());
     for (i, bytes) in images.into_iter().enumerate() {
         let meta = match inspect(job, i, &bytes) {
@@ -174,7 +210,14 @@ async fn store_images(app: &App, job: &Job, worker_id: &str, images: Vec<Vec<u8>
     let provider = app.provider.name();
     if !app
         .store
-        .complete_job(&job.user_id, &job.id, worker_id, &stored, provider, Utc::now())
+        .complete_job(
+            &job.user_id,
+            &job.id,
+            worker_id,
+            &stored,
+            provider,
+            Utc::now(),
+        )
         .await?
     {
         // Deleted by its owner or failed by the sweep while we worked: keep nothing.
@@ -192,7 +235,13 @@ async fn store_images(app: &App, job: &Job, worker_id: &str, images: Vec<Vec<u8>
     Ok(Processed::Succeeded)
 }
 
-async fn fail(app: &App, job: &Job, worker_id: &str, code: &str, reason: &str) -> Result<Processed, WorkerError> {
+async fn fail(
+    app: &App,
+    job: &Job,
+    worker_id: &str,
+    code: &str,
+    reason: &str,
+) -> Result<Processed, WorkerError> {
     let refunded = app
         .store
         .fail_and_refund(job, FailGuard::Owner(worker_id), code, reason, Utc::now())
@@ -205,10 +254,17 @@ async fn fail(app: &App, job: &Job, worker_id: &str, code: &str, reason: &str) -
         )
         .await;
     }
-    Ok(Processed::Failed { code: code.to_string() })
+    Ok(Processed::Failed {
+        code: code.to_string(),
+    })
 }
 
-async fn release(app: &App, job: &Job, worker_id: &str, now: DateTime<Utc>) -> Result<(), WorkerError> {
+async fn release(
+    app: &App,
+    job: &Job,
+    worker_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), WorkerError> {
     let deadline = now + chrono::Duration::from_std(app.config.queue_timeout).unwrap_or_default();
     app.store
         .release_job(&job.user_id, &job.id, worker_id, now, deadline)

@@ -110,7 +110,12 @@ impl Store {
         let mut items = vec![put_profile];
         items.push(self.balance_add(user_id, signup_credits)?);
         if signup_credits > 0 {
-            items.push(self.ledger_put(user_id, &Cause::SignupGrant, signup_credits as i64, now)?);
+            items.push(self.ledger_put(
+                user_id,
+                &Cause::SignupGrant,
+                signup_credits as i64,
+                now,
+            )?);
         }
         match transact(&self.client, "onboard", items).await? {
             TxnOutcome::Committed => {

@@ -47,7 +47,7 @@ pub enum CreateOutcome {
 }
 
 pub enum ClaimOutcome {
-    Claimed(Job),
+    Claimed(Box<Job>),
     /// Running under a live lease, finished, or deleted: nothing to do.
     NotClaimable(Option<JobStatus>),
 }
@@ -144,7 +144,10 @@ impl Store {
     pub async fn create_job(&self, c: CreateJob<'_>) -> anyhow::Result<CreateOutcome> {
         let mut items = Vec::new();
         if let Some(idem) = &c.idempotency {
-            let expires = c.now + chrono::Duration::hours(crate::domain::retention::RetentionPolicy::IDEMPOTENCY_HOURS);
+            let expires = c.now
+                + chrono::Duration::hours(
+                    crate::domain::retention::RetentionPolicy::IDEMPOTENCY_HOURS,
+                );
             let mut rec = key(user_pk(c.user_id), idem_sk(&idem.key));
             rec.insert("kind".into(), s("idempotency"));
             rec.insert("request_hash".into(), s(&idem.request_hash));
@@ -208,7 +211,10 @@ impl Store {
         if outcome.failed_at(balance_index) {
             return Ok(CreateOutcome::InsufficientCredits);
         }
-        bail!("creating generation {}: unexpected condition failure", c.job_id)
+        bail!(
+            "creating generation {}: unexpected condition failure",
+            c.job_id
+        )
     }
 
     pub async fn get_idempotency(
@@ -271,7 +277,11 @@ impl Store {
             .send()
             .await
             .context("listing generations")?;
-        let jobs = out.items().iter().map(job_from_item).collect::<anyhow::Result<Vec<_>>>()?;
+        let jobs = out
+            .items()
+            .iter()
+            .map(job_from_item)
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let last = out
             .last_evaluated_key()
             .and_then(|k| k.get(keys::SK))
@@ -317,7 +327,7 @@ impl Store {
         match result {
             Ok(out) => {
                 let item = out.attributes().context("claim returned no item")?;
-                Ok(ClaimOutcome::Claimed(job_from_item(item)?))
+                Ok(ClaimOutcome::Claimed(Box::new(job_from_item(item)?)))
             }
             Err(e) if is_conditional_failure(&e) => {
                 let current = self.get_job(user_id, job_id).await?;
@@ -379,7 +389,9 @@ impl Store {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), gen_sk(job_id))))
-            .update_expression("SET #st = :queued, lease_until = :deadline, updated_at = :ts REMOVE lease_owner")
+            .update_expression(
+                "SET #st = :queued, lease_until = :deadline, updated_at = :ts REMOVE lease_owner",
+            )
             .condition_expression("#st = :running AND lease_owner = :owner")
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":queued", s(JobStatus::Queued.as_str()))
@@ -453,7 +465,12 @@ impl Store {
 
     /// Removes the job from the API at once. A queued job is cancelled and refunded in the same
     /// transaction. Returns whether credits were refunded; `None` if the job does not exist.
-    pub async fn delete_job(&self, user_id: &str, job_id: &str, now: DateTime<Utc>) -> anyhow::Result<Option<bool>> {
+    pub async fn delete_job(
+        &self,
+        user_id: &str,
+        job_id: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<bool>> {
         for _ in 0..3 {
             let Some(job) = self.get_job(user_id, job_id).await? else {
                 return Ok(None);

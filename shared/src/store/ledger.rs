@@ -13,7 +13,11 @@ use crate::domain::credits::{Cause, EntryKind, LedgerEntry};
 
 impl Store {
     /// Adds to the balance (creating it at zero if absent).
-    pub(super) fn balance_add(&self, user_id: &str, amount: u64) -> anyhow::Result<TransactWriteItem> {
+    pub(super) fn balance_add(
+        &self,
+        user_id: &str,
+        amount: u64,
+    ) -> anyhow::Result<TransactWriteItem> {
         Ok(TransactWriteItem::builder()
             .update(
                 Update::builder()
@@ -28,7 +32,11 @@ impl Store {
     }
 
     /// Subtracts from the balance only if it stays non-negative.
-    pub(super) fn balance_debit(&self, user_id: &str, amount: u64) -> anyhow::Result<TransactWriteItem> {
+    pub(super) fn balance_debit(
+        &self,
+        user_id: &str,
+        amount: u64,
+    ) -> anyhow::Result<TransactWriteItem> {
         Ok(TransactWriteItem::builder()
             .update(
                 Update::builder()

@@ -64,15 +64,37 @@ impl Store {
     }
 
     /// Items whose deletion time has come, oldest first within each shard.
-    pub async fn due_for_deletion(&self, now: DateTime<Utc>, limit: usize) -> anyhow::Result<Vec<DueItem>> {
-        self.due(keys::EXPIRY_INDEX, keys::EXP_PK, keys::EXP_AT, keys::all_exp_pks(), now, limit)
-            .await
+    pub async fn due_for_deletion(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<DueItem>> {
+        self.due(
+            keys::EXPIRY_INDEX,
+            keys::EXP_PK,
+            keys::EXP_AT,
+            keys::all_exp_pks(),
+            now,
+            limit,
+        )
+        .await
     }
 
     /// Jobs queued past their deadline or running past their lease.
-    pub async fn stale_jobs(&self, now: DateTime<Utc>, limit: usize) -> anyhow::Result<Vec<DueItem>> {
-        self.due(keys::LEASE_INDEX, keys::LEASE_PK, keys::LEASE_UNTIL, keys::all_lease_pks(), now, limit)
-            .await
+    pub async fn stale_jobs(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<DueItem>> {
+        self.due(
+            keys::LEASE_INDEX,
+            keys::LEASE_PK,
+            keys::LEASE_UNTIL,
+            keys::all_lease_pks(),
+            now,
+            limit,
+        )
+        .await
     }
 
     /// Deletes an item if its deletion time has come (the index may lag the table).

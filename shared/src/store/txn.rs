@@ -55,9 +55,12 @@ pub async fn transact(
                         .iter()
                         .map(|r| r.code().unwrap_or("None"))
                         .collect();
-                    if codes.iter().any(|c| *c == "ConditionalCheckFailed") {
+                    if codes.contains(&"ConditionalCheckFailed") {
                         return Ok(TxnOutcome::ConditionFailed(
-                            codes.iter().map(|c| *c == "ConditionalCheckFailed").collect(),
+                            codes
+                                .iter()
+                                .map(|c| *c == "ConditionalCheckFailed")
+                                .collect(),
                         ));
                     }
                     // TransactionConflict / ThrottlingError: another writer got there first.
