@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::{to_bytes, Body as AxumBody};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -15,7 +15,7 @@ use base64::Engine;
 use lambda_http::Body as LambdaBody;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use shared::App;
+use shared::{ApiError, App};
 
 use crate::jwt::DevJwt;
 use crate::routes::{self, Function};
@@ -35,28 +35,27 @@ pub fn router(host: Arc<Host>) -> Router {
         .with_state(host)
 }
 
-fn problem(status: u16, code: &str, detail: &str) -> Response {
-    let body = json!({
-        "type": format!("https://imagegen.invalid/problems/{}", code.replace('_', "-")),
-        "title": StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or(""),
-        "status": status,
-        "detail": detail,
-        "code": code,
-    });
-    let mut resp = (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        body.to_string(),
-    )
-        .into_response();
-    resp.headers_mut().insert(
-        "content-type",
-        "application/problem+json".parse().expect("static"),
-    );
-    if status == 401 {
-        resp.headers_mut()
-            .insert("www-authenticate", "Bearer".parse().expect("static"));
-    }
-    resp
+/// A problem+json answer from the dev host itself (what API Gateway answers before a function
+/// runs), built by the same code the functions use.
+fn problem(status: u16, code: &'static str, detail: &str) -> Response {
+    to_axum(shared::http::problem(
+        &ApiError::client(status, code, detail),
+        "",
+    ))
+}
+
+fn to_axum(resp: lambda_http::Response<LambdaBody>) -> Response {
+    let (parts, body) = resp.into_parts();
+    let bytes = match body {
+        LambdaBody::Empty => Vec::new(),
+        LambdaBody::Text(t) => t.into_bytes(),
+        LambdaBody::Binary(b) => b,
+        _ => Vec::new(),
+    };
+    let mut out = Response::new(AxumBody::from(bytes));
+    *out.status_mut() = parts.status;
+    *out.headers_mut() = parts.headers;
+    out
 }
 
 #[derive(Deserialize)]
@@ -89,7 +88,10 @@ async fn dev_token(State(host): State<Arc<Host>>, body: axum::body::Bytes) -> Re
     }
     match host.jwt.mint(&req.sub, req.email.as_deref(), &req.groups) {
         Ok(token) => axum::Json(json!({"token": token})).into_response(),
-        Err(e) => problem(500, "internal_error", &e.to_string()),
+        Err(e) => {
+            tracing::error!(error = %e, "minting a dev token failed");
+            problem(500, "internal_error", "an internal error occurred")
+        }
     }
 }
 
@@ -245,7 +247,10 @@ fn percent_decode(s: &str) -> String {
 pub async fn invoke_http(app: &App, function: Function, event: &Value) -> Response {
     let req = match lambda_http::request::from_str(&event.to_string()) {
         Ok(r) => r,
-        Err(e) => return problem(500, "internal_error", &format!("event not understood: {e}")),
+        Err(e) => {
+            tracing::error!(error = %e, "event not understood");
+            return problem(500, "internal_error", "an internal error occurred");
+        }
     };
     let result = match function {
         Function::Account => account::handle(app, req).await,
@@ -253,19 +258,7 @@ pub async fn invoke_http(app: &App, function: Function, event: &Value) -> Respon
         Function::Public => public::handle(app, req).await,
     };
     match result {
-        Ok(resp) => {
-            let (parts, body) = resp.into_parts();
-            let bytes = match body {
-                LambdaBody::Empty => Vec::new(),
-                LambdaBody::Text(t) => t.into_bytes(),
-                LambdaBody::Binary(b) => b,
-                _ => Vec::new(),
-            };
-            let mut out = Response::new(AxumBody::from(bytes));
-            *out.status_mut() = parts.status;
-            *out.headers_mut() = parts.headers;
-            out
-        }
+        Ok(resp) => to_axum(resp),
         // An invocation error: API Gateway answers 500.
         Err(e) => {
             tracing::error!(error = %e, "invocation failed");

@@ -178,13 +178,7 @@ async fn s1_another_users_generation_is_404_on_every_route() {
     let app = spawn_app().await;
     let owner = app.onboarded_user().await;
     let intruder = app.onboarded_user().await;
-    let job: Value = app
-        .generate(&owner, gen_body("private sketch"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = job["id"].as_str().unwrap();
+    let id = &app.create(&owner, gen_body("private sketch")).await;
     app.drain().await;
     let path = format!("/v1/generations/{id}");
     assert_eq!(
@@ -221,13 +215,7 @@ async fn s1_another_users_generation_is_404_on_every_route() {
 async fn r3_d3_deleted_generation_disappears_with_its_objects() {
     let app = spawn_app().await;
     let user = app.onboarded_user().await;
-    let job: Value = app
-        .generate(&user, json!({"prompt": "a red kite", "size": "1024x1536", "quality": "low", "n": 2, "output_format": "jpeg"}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = job["id"].as_str().unwrap();
+    let id = &app.create(&user, json!({"prompt": "a red kite", "size": "1024x1536", "quality": "low", "n": 2, "output_format": "jpeg"})).await;
     app.drain().await;
     let prefix = format!("users/{}/generations/{id}/", user.sub);
     assert_eq!(app.app().objects.list(&prefix).await.unwrap().len(), 2);
@@ -264,13 +252,7 @@ async fn r3_d3_deleted_generation_disappears_with_its_objects() {
 async fn deleting_a_queued_generation_cancels_and_refunds_it_once() {
     let app = spawn_app().await;
     let user = app.onboarded_user().await;
-    let job: Value = app
-        .generate(&user, gen_body("never drawn"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = job["id"].as_str().unwrap();
+    let id = &app.create(&user, gen_body("never drawn")).await;
     assert_eq!(app.balance(&user).await, 9);
     let resp = app
         .send(

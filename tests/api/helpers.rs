@@ -368,3 +368,13 @@ async fn images(
 pub async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
+
+impl TestApp {
+    /// Requests a generation that must be accepted; returns its id.
+    pub async fn create(&self, user: &User, body: Value) -> String {
+        let resp = self.generate(user, body).await;
+        assert_eq!(resp.status(), 202);
+        let job: Value = resp.json().await.unwrap();
+        job["id"].as_str().unwrap().to_string()
+    }
+}

@@ -79,13 +79,7 @@ async fn transient_then_permanent_failure_is_refunded_exactly_once() {
     )
     .await;
     let user = app.onboarded_user().await;
-    let job: Value = app
-        .generate(&user, gen_body("doomed"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = job["id"].as_str().unwrap();
+    let id = &app.create(&user, gen_body("doomed")).await;
     app.drain().await;
     assert_eq!(stub.calls(), 2);
     let view = app.job(&user, id).await;
@@ -158,13 +152,7 @@ async fn message_that_keeps_failing_lands_in_the_dlq_and_the_sweep_refunds_it() 
     )
     .await;
     let user = app.onboarded_user().await;
-    let job: Value = app
-        .generate(&user, gen_body("never works"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = job["id"].as_str().unwrap();
+    let id = &app.create(&user, gen_body("never works")).await;
     app.drain().await;
     assert_eq!(stub.calls(), 5, "one call per delivery, five deliveries");
     let view = app.job(&user, id).await;

@@ -9,13 +9,7 @@ use crate::helpers::*;
 async fn stuck_running_job_is_refunded_by_the_sweep() {
     let app = spawn_app().await;
     let user = app.onboarded_user().await;
-    let job: Value = app
-        .generate(&user, gen_body("stuck"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = job["id"].as_str().unwrap();
+    let id = &app.create(&user, gen_body("stuck")).await;
     let now = Utc::now();
     let claimed = app
         .app()

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use aws_sdk_dynamodb::types::{Delete, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update,
+};
 use chrono::{DateTime, Utc};
 
 use super::accounts::is_conditional_failure;
@@ -337,6 +339,37 @@ impl Store {
         }
     }
 
+    /// Applies `expression` to a job only while `owner` holds its lease; `false` when it does
+    /// not (the job was deleted, failed by the sweep or claimed again).
+    async fn update_if_owner(
+        &self,
+        user_id: &str,
+        job_id: &str,
+        owner: &str,
+        expression: &str,
+        values: Vec<(&str, AttributeValue)>,
+        what: &'static str,
+    ) -> anyhow::Result<bool> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), gen_sk(job_id))))
+            .update_expression(expression)
+            .condition_expression("#st = :running AND lease_owner = :owner")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":running", s(JobStatus::Running.as_str()))
+            .expression_attribute_values(":owner", s(owner));
+        for (name, value) in values {
+            req = req.expression_attribute_values(name, value);
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(anyhow::anyhow!(e).context(what)),
+        }
+    }
+
     /// Marks the job succeeded if `owner` still holds it; `false` if it was lost (deleted, or
     /// failed by the sweep), in which case the caller removes what it stored.
     pub async fn complete_job(
@@ -348,30 +381,21 @@ impl Store {
         provider: &str,
         now: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(user_pk(user_id), gen_sk(job_id))))
-            .update_expression(
-                "SET #st = :done, images = :images, provider = :provider, updated_at = :ts \
-                 REMOVE lease_owner, lease_until, lease_pk",
-            )
-            .condition_expression("#st = :running AND lease_owner = :owner")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":done", s(JobStatus::Succeeded.as_str()))
-            .expression_attribute_values(":running", s(JobStatus::Running.as_str()))
-            .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":images", s(serde_json::to_string(images)?))
-            .expression_attribute_values(":provider", s(provider))
-            .expression_attribute_values(":ts", s(now.to_rfc3339()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(anyhow::anyhow!(e).context("completing generation")),
-        }
+        self.update_if_owner(
+            user_id,
+            job_id,
+            owner,
+            "SET #st = :done, images = :images, provider = :provider, updated_at = :ts \
+             REMOVE lease_owner, lease_until, lease_pk",
+            vec![
+                (":done", s(JobStatus::Succeeded.as_str())),
+                (":images", s(serde_json::to_string(images)?)),
+                (":provider", s(provider)),
+                (":ts", s(now.to_rfc3339())),
+            ],
+            "completing generation",
+        )
+        .await
     }
 
     /// Gives a claimed job back to the queue after a transient failure, so the redelivered
@@ -384,28 +408,19 @@ impl Store {
         now: DateTime<Utc>,
         queue_deadline: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(user_pk(user_id), gen_sk(job_id))))
-            .update_expression(
-                "SET #st = :queued, lease_until = :deadline, updated_at = :ts REMOVE lease_owner",
-            )
-            .condition_expression("#st = :running AND lease_owner = :owner")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":queued", s(JobStatus::Queued.as_str()))
-            .expression_attribute_values(":running", s(JobStatus::Running.as_str()))
-            .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":deadline", n(queue_deadline.timestamp()))
-            .expression_attribute_values(":ts", s(now.to_rfc3339()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(anyhow::anyhow!(e).context("releasing generation")),
-        }
+        self.update_if_owner(
+            user_id,
+            job_id,
+            owner,
+            "SET #st = :queued, lease_until = :deadline, updated_at = :ts REMOVE lease_owner",
+            vec![
+                (":queued", s(JobStatus::Queued.as_str())),
+                (":deadline", n(queue_deadline.timestamp())),
+                (":ts", s(now.to_rfc3339())),
+            ],
+            "releasing generation",
+        )
+        .await
     }
 
     /// Fails the job and refunds its credits in one transaction, exactly once: the job's
