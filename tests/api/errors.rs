@@ -8,107 +8,96 @@ use crate::helpers::*;
 async fn bad_input_is_a_4xx_problem_never_a_5xx() {
     let app = spawn_app().await;
     let user = app.onboarded_user().await;
-    let raw = |method: Method, path: &str, body: &'static str, content_type: &'static str| {
-        app.http
-            .request(method, format!("{}{path}", app.base))
-            .bearer_auth(&user.token)
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-    };
     let json_ct = "application/json";
-    let cases: Vec<(reqwest::Response, u16, &str)> = vec![
+    let cases: [(Method, &str, &str, &str, u16, &str); 9] = [
         (
-            raw(Method::POST, "/v1/generations", "{\"prompt\": ", json_ct)
-                .await
-                .unwrap(),
+            Method::POST,
+            "/v1/generations",
+            "{\"prompt\": ",
+            json_ct,
             400,
             "malformed_json",
         ),
         (
-            raw(Method::POST, "/v1/generations", "", json_ct)
-                .await
-                .unwrap(),
+            Method::POST,
+            "/v1/generations",
+            "",
+            json_ct,
             400,
             "missing_body",
         ),
         (
-            raw(Method::POST, "/v1/generations", "[1,2]", json_ct)
-                .await
-                .unwrap(),
+            Method::POST,
+            "/v1/generations",
+            "[1,2]",
+            json_ct,
             400,
             "invalid_body",
         ),
         (
-            raw(
-                Method::POST,
-                "/v1/generations",
-                r#"{"prompt":"x","size":"1024x1024","quality":"low","n":"two"}"#,
-                json_ct,
-            )
-            .await
-            .unwrap(),
+            Method::POST,
+            "/v1/generations",
+            r#"{"prompt":"x","size":"1024x1024","quality":"low","n":"two"}"#,
+            json_ct,
             400,
             "invalid_body",
         ),
         (
-            raw(
-                Method::POST,
-                "/v1/generations",
-                r#"{"prompt":"x","size":"1024x1024","quality":"low","n":-1}"#,
-                json_ct,
-            )
-            .await
-            .unwrap(),
+            Method::POST,
+            "/v1/generations",
+            r#"{"prompt":"x","size":"1024x1024","quality":"low","n":-1}"#,
+            json_ct,
             400,
             "invalid_body",
         ),
         (
-            raw(
-                Method::POST,
-                "/v1/generations",
-                r#"{"prompt":"x","size":"1024x1024","quality":"low","n":1,"extra":true}"#,
-                json_ct,
-            )
-            .await
-            .unwrap(),
+            Method::POST,
+            "/v1/generations",
+            r#"{"prompt":"x","size":"1024x1024","quality":"low","n":1,"extra":true}"#,
+            json_ct,
             400,
             "invalid_body",
         ),
         (
-            raw(
-                Method::POST,
-                "/v1/generations",
-                r#"{"prompt":"x","size":"1024x1024","quality":"low","n":1}"#,
-                "text/plain",
-            )
-            .await
-            .unwrap(),
+            Method::POST,
+            "/v1/generations",
+            r#"{"prompt":"x","size":"1024x1024","quality":"low","n":1}"#,
+            "text/plain",
             415,
             "unsupported_media_type",
         ),
         (
-            raw(
-                Method::POST,
-                "/v1/me",
-                "{\"display_name\": 7, \"age_confirmed\": true}",
-                json_ct,
-            )
-            .await
-            .unwrap(),
+            Method::POST,
+            "/v1/me",
+            "{\"display_name\": 7, \"age_confirmed\": true}",
+            json_ct,
             400,
             "invalid_body",
         ),
         (
-            raw(Method::PATCH, "/v1/me", "not json", json_ct)
-                .await
-                .unwrap(),
+            Method::PATCH,
+            "/v1/me",
+            "not json",
+            json_ct,
             400,
             "malformed_json",
         ),
     ];
-    for (resp, status, code) in cases {
-        assert_eq!(problem_code(resp, status).await, code);
+    for (method, path, body, content_type, status, code) in cases {
+        let resp = app
+            .http
+            .request(method.clone(), format!("{}{path}", app.base))
+            .bearer_auth(&user.token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            problem_code(resp, status).await,
+            code,
+            "{method} {path} {body}"
+        );
     }
     for (body, code) in [
         (

@@ -160,12 +160,7 @@ async fn same_sqs_message_delivered_three_times_one_set_of_images_one_charge() {
         .all(|r| r.as_ref().unwrap().batch_item_failures.is_empty()));
     let job = app.job(&user, id).await;
     assert_eq!(job["status"], "succeeded");
-    let keys = app
-        .app()
-        .objects
-        .list(&format!("users/{}/generations/{id}/", user.sub))
-        .await
-        .unwrap();
+    let keys = app.objects_of(&user, id).await;
     assert_eq!(keys.len(), 2, "{keys:?}");
     let entries = app.app().store.ledger_entries(&user.sub).await.unwrap();
     assert_eq!(entries.iter().filter(|e| e.cause.contains(id)).count(), 1);
@@ -217,30 +212,15 @@ async fn r3_d3_deleted_generation_disappears_with_its_objects() {
     let user = app.onboarded_user().await;
     let id = &app.create(&user, json!({"prompt": "a red kite", "size": "1024x1536", "quality": "low", "n": 2, "output_format": "jpeg"})).await;
     app.drain().await;
-    let prefix = format!("users/{}/generations/{id}/", user.sub);
-    assert_eq!(app.app().objects.list(&prefix).await.unwrap().len(), 2);
-    let resp = app
-        .send(
-            Method::DELETE,
-            &format!("/v1/generations/{id}"),
-            Some(&user),
-            None,
-        )
-        .await;
+    assert_eq!(app.objects_of(&user, id).await.len(), 2);
+    let resp = app.delete_generation(&user, id).await;
     assert_eq!(resp.status(), 204);
     assert_eq!(
         problem_code(app.get(&format!("/v1/generations/{id}"), &user).await, 404).await,
         "not_found"
     );
-    assert!(app.app().objects.list(&prefix).await.unwrap().is_empty());
-    let resp = app
-        .send(
-            Method::DELETE,
-            &format!("/v1/generations/{id}"),
-            Some(&user),
-            None,
-        )
-        .await;
+    assert!(app.objects_of(&user, id).await.is_empty());
+    let resp = app.delete_generation(&user, id).await;
     assert_eq!(problem_code(resp, 404).await, "not_found");
     // A finished job is not refunded by deletion.
     assert_eq!(app.assert_ledger_consistent(&user).await, 6);
@@ -254,24 +234,11 @@ async fn deleting_a_queued_generation_cancels_and_refunds_it_once() {
     let user = app.onboarded_user().await;
     let id = &app.create(&user, gen_body("never drawn")).await;
     assert_eq!(app.balance(&user).await, 9);
-    let resp = app
-        .send(
-            Method::DELETE,
-            &format!("/v1/generations/{id}"),
-            Some(&user),
-            None,
-        )
-        .await;
+    let resp = app.delete_generation(&user, id).await;
     assert_eq!(resp.status(), 204);
     assert_eq!(app.assert_ledger_consistent(&user).await, 10);
     app.drain().await;
-    assert!(app
-        .app()
-        .objects
-        .list(&format!("users/{}/generations/{id}/", user.sub))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(app.objects_of(&user, id).await.is_empty());
     assert_eq!(app.assert_ledger_consistent(&user).await, 10);
 }
 

@@ -378,3 +378,24 @@ impl TestApp {
         job["id"].as_str().unwrap().to_string()
     }
 }
+
+impl TestApp {
+    pub async fn delete_generation(&self, user: &User, id: &str) -> reqwest::Response {
+        self.send(
+            reqwest::Method::DELETE,
+            &format!("/v1/generations/{id}"),
+            Some(user),
+            None,
+        )
+        .await
+    }
+
+    /// The keys stored for one generation.
+    pub async fn objects_of(&self, user: &User, id: &str) -> Vec<String> {
+        self.app()
+            .objects
+            .list(&shared::objects::generation_prefix(&user.sub, id))
+            .await
+            .unwrap()
+    }
+}

@@ -69,8 +69,7 @@ async fn r1_expired_generation_is_deleted_by_the_sweep() {
     let created =
         chrono::DateTime::parse_from_rfc3339(view["created_at"].as_str().unwrap()).unwrap();
     assert_eq!((delete_at - created).num_days(), 14);
-    let prefix = format!("users/{}/generations/{id}/", user.sub);
-    assert_eq!(app.app().objects.list(&prefix).await.unwrap().len(), 2);
+    assert_eq!(app.objects_of(&user, id).await.len(), 2);
 
     // The day before: nothing goes.
     let before =
@@ -88,7 +87,7 @@ async fn r1_expired_generation_is_deleted_by_the_sweep() {
         problem_code(app.get(&format!("/v1/generations/{id}"), &user).await, 404).await,
         "not_found"
     );
-    assert!(app.app().objects.list(&prefix).await.unwrap().is_empty());
+    assert!(app.objects_of(&user, id).await.is_empty());
     // Profile, balance and ledger are account data (R6): untouched.
     assert_eq!(app.assert_ledger_consistent(&user).await, 8);
 }
