@@ -85,10 +85,9 @@ async fn idempotency_key_replays_the_first_response_and_never_charges_twice() {
     let r: Value = r.json().await.unwrap();
     assert_ne!(r["id"], first["id"]);
     // Records are kept at least 24 hours.
-    let rec_sweep =
-        shared::services::sweep::run(app.app(), chrono::Utc::now() + chrono::Duration::hours(23))
-            .await
-            .unwrap();
+    let rec_sweep = app
+        .sweep_at(chrono::Utc::now() + chrono::Duration::hours(23))
+        .await;
     assert_eq!(rec_sweep.items_deleted, 0);
     assert!(app
         .app()
@@ -298,9 +297,7 @@ async fn job_whose_enqueue_failed_is_refunded_by_the_sweep() {
     let id = job["id"].as_str().unwrap();
     assert_eq!(app.balance(&user).await, 9);
     let later = chrono::Utc::now() + chrono::Duration::hours(2);
-    let report = shared::services::sweep::run(app.app(), later)
-        .await
-        .unwrap();
+    let report = app.sweep_at(later).await;
     assert_eq!(report.stale_jobs_refunded, 1);
     let job = app.job(&user, id).await;
     assert_eq!(job["status"], "failed");

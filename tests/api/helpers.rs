@@ -399,3 +399,13 @@ impl TestApp {
             .unwrap()
     }
 }
+
+impl TestApp {
+    /// Runs the retention sweep as if the clock read `now`.
+    pub async fn sweep_at(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> shared::services::sweep::SweepReport {
+        shared::services::sweep::run(self.app(), now).await.unwrap()
+    }
+}

@@ -134,10 +134,9 @@ async fn moderation_refusal_is_refunded_exactly_once() {
     assert_eq!(view["credits_refunded"], 8);
     assert!(view["images"].as_array().unwrap().is_empty());
     // The sweep finds nothing more to refund.
-    let report =
-        shared::services::sweep::run(app.app(), chrono::Utc::now() + chrono::Duration::hours(3))
-            .await
-            .unwrap();
+    let report = app
+        .sweep_at(chrono::Utc::now() + chrono::Duration::hours(3))
+        .await;
     assert_eq!(report.stale_jobs_refunded + report.dead_letters_refunded, 0);
     assert_eq!(app.assert_ledger_consistent(&user).await, 10);
 }
@@ -160,17 +159,14 @@ async fn message_that_keeps_failing_lands_in_the_dlq_and_the_sweep_refunds_it() 
         view["status"], "queued",
         "released back after each transient failure"
     );
-    let report = shared::services::sweep::run(app.app(), chrono::Utc::now())
-        .await
-        .unwrap();
+    let report = app.sweep_at(chrono::Utc::now()).await;
     assert_eq!(report.dead_letters_refunded, 1);
     let view = app.job(&user, id).await;
     assert_eq!(view["status"], "failed");
     assert_eq!(view["failure"]["code"], "processing_failed");
-    let again =
-        shared::services::sweep::run(app.app(), chrono::Utc::now() + chrono::Duration::hours(2))
-            .await
-            .unwrap();
+    let again = app
+        .sweep_at(chrono::Utc::now() + chrono::Duration::hours(2))
+        .await;
     assert_eq!(again.dead_letters_refunded + again.stale_jobs_refunded, 0);
     assert_eq!(app.assert_ledger_consistent(&user).await, 10);
 }

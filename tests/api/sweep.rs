@@ -25,21 +25,15 @@ async fn stuck_running_job_is_refunded_by_the_sweep() {
         .unwrap();
     assert!(matches!(claimed, shared::store::ClaimOutcome::Claimed(_)));
     // Before the lease runs out: nothing to do.
-    let early = shared::services::sweep::run(app.app(), now + Duration::seconds(60))
-        .await
-        .unwrap();
+    let early = app.sweep_at(now + Duration::seconds(60)).await;
     assert_eq!(early.stale_jobs_refunded, 0);
     let later = now + Duration::seconds(301);
-    let report = shared::services::sweep::run(app.app(), later)
-        .await
-        .unwrap();
+    let report = app.sweep_at(later).await;
     assert_eq!(report.stale_jobs_refunded, 1);
     let view = app.job(&user, id).await;
     assert_eq!(view["status"], "failed");
     assert_eq!(view["failure"]["code"], "timed_out");
-    let again = shared::services::sweep::run(app.app(), later + Duration::hours(1))
-        .await
-        .unwrap();
+    let again = app.sweep_at(later + Duration::hours(1)).await;
     assert_eq!(again.stale_jobs_refunded, 0);
     app.drain().await;
     assert_eq!(app.job(&user, id).await["status"], "failed");
@@ -72,15 +66,12 @@ async fn r1_expired_generation_is_deleted_by_the_sweep() {
     assert_eq!(app.objects_of(&user, id).await.len(), 2);
 
     // The day before: nothing goes.
-    let before =
-        shared::services::sweep::run(app.app(), created.with_timezone(&Utc) + Duration::days(13))
-            .await
-            .unwrap();
+    let before = app
+        .sweep_at(created.with_timezone(&Utc) + Duration::days(13))
+        .await;
     assert_eq!(before.items_deleted, 0);
     // At its deletion time: the item and its objects go.
-    let report = shared::services::sweep::run(app.app(), delete_at.with_timezone(&Utc))
-        .await
-        .unwrap();
+    let report = app.sweep_at(delete_at.with_timezone(&Utc)).await;
     assert_eq!(report.items_deleted, 1);
     assert_eq!(report.objects_deleted, 2);
     assert_eq!(
@@ -105,9 +96,7 @@ async fn r1_until_deleted_policy_keeps_content() {
         .unwrap();
     assert!(job["delete_at"].is_null());
     app.drain().await;
-    let report = shared::services::sweep::run(app.app(), Utc::now() + Duration::days(400))
-        .await
-        .unwrap();
+    let report = app.sweep_at(Utc::now() + Duration::days(400)).await;
     assert_eq!(report.items_deleted, 0);
     assert_eq!(
         app.job(&user, job["id"].as_str().unwrap()).await["status"],
