@@ -43,8 +43,18 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
-/// A stack whose configuration is overridden by `env` (e.g. `IMAGE_PROVIDER`).
+/// A stack whose configuration is overridden by `env` (e.g. `IMAGE_PROVIDER`); tests drive the
+/// worker and the sweep themselves.
 pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
+    spawn(env, false, None).await
+}
+
+/// A stack like `infra/dev` runs it: the dev host polls the queue and fires the sweep itself.
+pub async fn spawn_dev_host(sweep_every: Duration) -> TestApp {
+    spawn(&[], true, Some(sweep_every)).await
+}
+
+async fn spawn(env: &[(&str, &str)], run_workers: bool, sweep_every: Option<Duration>) -> TestApp {
     shared::telemetry::init_for_tests();
     let stack = start(StackOptions {
         prefix: unique("t"),
@@ -55,8 +65,8 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<HashMap<_, _>>(),
         inherit_env: false,
-        run_workers: false,
-        sweep_every: None,
+        run_workers,
+        sweep_every,
         retry_delay_secs: 0,
         jwt_secret: "test-secret".into(),
     })

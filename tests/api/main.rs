@@ -5,6 +5,7 @@
 mod helpers;
 
 mod accounts;
+mod devhost;
 mod errors;
 mod events_fixtures;
 mod flow;
