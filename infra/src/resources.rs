@@ -63,8 +63,8 @@ pub const BUS_SUFFIX: &str = "events";
 /// Deliveries before a message moves to the dead-letter queue.
 pub const MAX_RECEIVE_COUNT: u32 = 5;
 /// The `generate` function's timeout, and the queue's visibility timeout (at least 6x).
-pub const GENERATE_TIMEOUT_SECS: u32 = 120;
-pub const QUEUE_VISIBILITY_SECS: u32 = 720;
+pub const GENERATE_TIMEOUT_SECS: u32 = 300;
+pub const QUEUE_VISIBILITY_SECS: u32 = 1800;
 /// Dead letters are kept 14 days (the SQS maximum) for the sweep to refund.
 pub const DLQ_RETENTION_SECS: u32 = 1_209_600;
 /// Lifecycle backstop for generated content, beyond the sweep's 14 days.

@@ -52,7 +52,8 @@ pub struct Config {
     pub provider_timeout: Duration,
     /// Retries of a provider call on transient errors, within one delivery.
     pub provider_max_retries: u32,
-    /// How long a worker's claim on a running job lasts before it counts as stuck.
+    /// How long a worker's claim on a running job lasts before it counts as stuck; longer than
+    /// the `generate` function's timeout (300 s), so a live invocation never loses its job.
     pub job_lease: Duration,
     /// How long a job may stay queued before the sweep fails and refunds it.
     pub queue_timeout: Duration,
@@ -131,7 +132,7 @@ impl Config {
             provider,
             provider_timeout: Duration::from_secs(number("PROVIDER_TIMEOUT_SECS", 60)?),
             provider_max_retries: number("PROVIDER_MAX_RETRIES", 2)? as u32,
-            job_lease: Duration::from_secs(number("JOB_LEASE_SECS", 300)?),
+            job_lease: Duration::from_secs(number("JOB_LEASE_SECS", 600)?),
             queue_timeout: Duration::from_secs(number("JOB_QUEUE_TIMEOUT_SECS", 3600)?),
             download_url_ttl: Duration::from_secs(number("DOWNLOAD_URL_TTL_SECS", 300)?),
             policy_version: get("POLICY_VERSION").unwrap_or_else(|| "2026-11-22".to_string()),

@@ -10,25 +10,35 @@ use tracing::Instrument;
 
 pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
     let request_id = event.context.request_id.clone();
-    let mut response = SqsBatchResponse::default();
-    for record in event.payload.records {
+    // The records of a batch are independent jobs: process them concurrently, so a batch takes
+    // as long as its slowest job rather than the sum of all.
+    let outcomes = futures::future::join_all(event.payload.records.into_iter().map(|record| {
         let message_id = record.message_id.clone().unwrap_or_default();
         let span =
             tracing::info_span!("message", request_id = %request_id, message_id = %message_id);
-        let outcome = async {
-            let msg: JobMessage = serde_json::from_str(record.body.as_deref().unwrap_or_default())
-                .map_err(|e| format!("not a job message: {e}"))?;
-            let worker_id = format!("{request_id}/{message_id}");
-            worker::process(app, &msg, &worker_id)
-                .await
-                .map_err(|e| format!("{e} (retryable: {})", e.retryable))
+        let worker_id = format!("{request_id}/{message_id}");
+        async move {
+            let outcome: Result<(), String> = async {
+                let msg: JobMessage =
+                    serde_json::from_str(record.body.as_deref().unwrap_or_default())
+                        .map_err(|e| format!("not a job message: {e}"))?;
+                worker::process(app, &msg, &worker_id)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("{e} (retryable: {})", e.retryable))
+            }
+            .await;
+            if let Err(reason) = &outcome {
+                tracing::error!(reason = %reason, "message failed; it will be redelivered");
+            }
+            (message_id, outcome.is_err())
         }
-        .instrument(span.clone())
-        .await;
-        if let Err(reason) = outcome {
-            span.in_scope(
-                || tracing::error!(reason = %reason, "message failed; it will be redelivered"),
-            );
+        .instrument(span)
+    }))
+    .await;
+    let mut response = SqsBatchResponse::default();
+    for (message_id, failed) in outcomes {
+        if failed {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = message_id;
             response.batch_item_failures.push(failure);
