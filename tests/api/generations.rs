@@ -96,6 +96,18 @@ async fn idempotency_key_replays_the_first_response_and_never_charges_twice() {
         .await
         .unwrap()
         .is_some());
+    // And deleted by the sweep once the 24 hours are over (the record holds the prompt).
+    let after = app
+        .sweep_at(chrono::Utc::now() + chrono::Duration::hours(25))
+        .await;
+    assert_eq!(after.errors, 0);
+    assert!(app
+        .app()
+        .store
+        .get_idempotency(&user.sub, "key-1")
+        .await
+        .unwrap()
+        .is_none());
 }
 
 fn sqs_event(body: &str, message_id: &str) -> LambdaEvent<SqsEvent> {
@@ -303,5 +315,55 @@ async fn job_whose_enqueue_failed_is_refunded_by_the_sweep() {
     assert_eq!(job["status"], "failed");
     assert_eq!(job["failure"]["code"], "not_started");
     assert_eq!(job["credits_refunded"], 1);
+    assert_eq!(app.assert_ledger_consistent(&user).await, 10);
+}
+
+/// D3: a job deleted while a worker runs it is cancelled and refunded once; the worker's
+/// completion then fails and stores nothing.
+#[tokio::test]
+async fn deleting_a_running_generation_refunds_it_and_the_worker_keeps_nothing() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    let id = &app.create(&user, gen_body("interrupted")).await;
+    let claimed = app
+        .app()
+        .store
+        .claim_job(
+            &user.sub,
+            id,
+            "worker-1",
+            chrono::Utc::now(),
+            std::time::Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(claimed, shared::store::ClaimOutcome::Claimed(_)));
+    assert_eq!(app.delete_generation(&user, id).await.status(), 204);
+    assert_eq!(app.assert_ledger_consistent(&user).await, 10);
+    let image = shared::domain::generation::StoredImage {
+        key: format!("users/{}/generations/{id}/0.png", user.sub),
+        width: 1024,
+        height: 1024,
+        format: "png".into(),
+        bytes: 1,
+    };
+    let completed = app
+        .app()
+        .store
+        .complete_job(
+            &user.sub,
+            id,
+            "worker-1",
+            &[image],
+            "local",
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert!(!completed, "the deleted job cannot be completed");
+    assert_eq!(
+        problem_code(app.get(&format!("/v1/generations/{id}"), &user).await, 404).await,
+        "not_found"
+    );
     assert_eq!(app.assert_ledger_consistent(&user).await, 10);
 }

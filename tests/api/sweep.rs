@@ -103,3 +103,37 @@ async fn r1_until_deleted_policy_keeps_content() {
         "succeeded"
     );
 }
+
+/// A dead-lettered duplicate of a message whose job a live worker holds does not fail that
+/// job; the letter is removed and the job finishes normally.
+#[tokio::test]
+async fn dead_letter_for_a_job_held_by_a_live_worker_is_not_refunded() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    let id = &app.create(&user, gen_body("still running")).await;
+    let now = Utc::now();
+    app.app()
+        .store
+        .claim_job(
+            &user.sub,
+            id,
+            "live-worker",
+            now,
+            std::time::Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&app.stack.sdk);
+    sqs.send_message()
+        .queue_url(&app.stack.resources.dlq_url)
+        .message_body(json!({"user_id": user.sub, "job_id": id}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let report = app.sweep_at(now).await;
+    assert_eq!(report.dead_letters_removed, 1);
+    assert_eq!(report.dead_letters_refunded, 0);
+    assert_eq!(report.errors, 0);
+    assert_eq!(app.job(&user, id).await["status"], "running");
+    assert_eq!(app.assert_ledger_consistent(&user).await, 9);
+}

@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use lambda_http::{Body, Error, Request, Response};
-use shared::http::request::{header, json_value};
+use shared::http::request::{ascii_header, json_value};
 use shared::http::{self, json, no_content, path_param, query_param, route_key, Caller};
 use shared::services::generations;
 use shared::{ApiError, App};
@@ -17,7 +17,7 @@ async fn route(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
     match route_key(&req).as_deref() {
         Some("POST /v1/generations") => {
             let body = json_value(&req)?;
-            let key = header(&req, "idempotency-key");
+            let key = ascii_header(&req, "idempotency-key", "invalid_idempotency_key")?;
             let (status, view) = generations::create(app, &caller, &body, key, Utc::now()).await?;
             json(status, &view)
         }

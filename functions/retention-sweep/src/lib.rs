@@ -9,5 +9,11 @@ use tracing::Instrument;
 
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<SweepReport, Error> {
     let span = tracing::info_span!("sweep", request_id = %event.context.request_id);
-    Ok(sweep::run(app, Utc::now()).instrument(span).await?)
+    let report = sweep::run(app, Utc::now()).instrument(span).await?;
+    if report.errors > 0 {
+        // Fail the invocation so it shows in the function's error metrics; the work done is
+        // kept and the rest is retried on the next run.
+        return Err(format!("sweep finished with {} errors: {report:?}", report.errors).into());
+    }
+    Ok(report)
 }

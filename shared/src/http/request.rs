@@ -46,6 +46,21 @@ pub fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// A header that must be visible ASCII when present: a value that is not is a 400 with
+/// `code`, never silently treated as absent.
+pub fn ascii_header<'a>(
+    req: &'a Request,
+    name: &str,
+    code: &'static str,
+) -> Result<Option<&'a str>, ApiError> {
+    match req.headers().get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            ApiError::bad_request(code, format!("the {name} header must be visible ASCII"))
+        }),
+    }
+}
+
 /// The raw body bytes.
 pub fn body_bytes(req: &Request) -> &[u8] {
     match req.body() {

@@ -60,8 +60,9 @@ pub enum FailGuard<'a> {
     Owner(&'a str),
     /// The sweep: queued or running with its deadline/lease passed at `now`.
     Stale(DateTime<Utc>),
-    /// Any job not yet finished (a dead-lettered message).
-    Unfinished,
+    /// A dead-lettered message's job: queued, or running with its lease run out at `now` (a job
+    /// that a live worker holds is left to it).
+    DeadLettered(DateTime<Utc>),
 }
 
 fn job_item(c: &CreateJob<'_>) -> Item {
@@ -144,6 +145,17 @@ pub(super) fn job_from_item(item: &Item) -> anyhow::Result<Job> {
 impl Store {
     /// Reserves the credits, creates the job and stores the idempotency record, all or nothing.
     pub async fn create_job(&self, c: CreateJob<'_>) -> anyhow::Result<CreateOutcome> {
+        // An idempotency record can vanish between the failed condition and the read (expired
+        // and swept, or deleted with its job): then the key is free again, so try once more.
+        for _ in 0..2 {
+            if let Some(outcome) = self.try_create_job(&c).await? {
+                return Ok(outcome);
+            }
+        }
+        Err(anyhow::Error::new(super::Contention("idempotency record")))
+    }
+
+    async fn try_create_job(&self, c: &CreateJob<'_>) -> anyhow::Result<Option<CreateOutcome>> {
         let mut items = Vec::new();
         if let Some(idem) = &c.idempotency {
             let expires = c.now
@@ -181,7 +193,7 @@ impl Store {
                 .put(
                     Put::builder()
                         .table_name(&self.table)
-                        .set_item(Some(job_item(&c)))
+                        .set_item(Some(job_item(c)))
                         .condition_expression("attribute_not_exists(pk)")
                         .build()?,
                 )
@@ -198,20 +210,19 @@ impl Store {
         )?);
         let outcome = transact(&self.client, "create generation", items).await?;
         if let TxnOutcome::Committed = outcome {
-            return Ok(CreateOutcome::Created);
+            return Ok(Some(CreateOutcome::Created));
         }
         if let Some(i) = idem_index {
             if outcome.failed_at(i) {
                 let key = &c.idempotency.as_ref().expect("index implies a record").key;
-                let rec = self
+                return Ok(self
                     .get_idempotency(c.user_id, key)
                     .await?
-                    .context("idempotency condition failed but no record exists")?;
-                return Ok(CreateOutcome::Existing(rec));
+                    .map(CreateOutcome::Existing));
             }
         }
         if outcome.failed_at(balance_index) {
-            return Ok(CreateOutcome::InsufficientCredits);
+            return Ok(Some(CreateOutcome::InsufficientCredits));
         }
         bail!(
             "creating generation {}: unexpected condition failure",
@@ -456,9 +467,10 @@ impl Store {
                 .condition_expression("(#st = :running OR #st = :queued) AND lease_until <= :now")
                 .expression_attribute_values(":queued", s(JobStatus::Queued.as_str()))
                 .expression_attribute_values(":now", n(at.timestamp())),
-            FailGuard::Unfinished => update
-                .condition_expression("#st = :running OR #st = :queued")
-                .expression_attribute_values(":queued", s(JobStatus::Queued.as_str())),
+            FailGuard::DeadLettered(at) => update
+                .condition_expression("#st = :queued OR (#st = :running AND lease_until <= :now)")
+                .expression_attribute_values(":queued", s(JobStatus::Queued.as_str()))
+                .expression_attribute_values(":now", n(at.timestamp())),
         };
         let items = vec![
             TransactWriteItem::builder().update(update.build()?).build(),
@@ -478,8 +490,34 @@ impl Store {
         ))
     }
 
-    /// Removes the job from the API at once. A queued job is cancelled and refunded in the same
-    /// transaction. Returns whether credits were refunded; `None` if the job does not exist.
+    /// Deletes an idempotency record (it holds the first response, prompt included) if it still
+    /// belongs to `job_id`; a key reused after expiry by another job keeps its record.
+    async fn delete_idempotency_of(
+        &self,
+        user_id: &str,
+        key_value: &str,
+        job_id: &str,
+    ) -> anyhow::Result<()> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), idem_sk(key_value))))
+            .condition_expression("job_id = :id")
+            .expression_attribute_values(":id", s(job_id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Ok(()),
+            Err(e) => Err(anyhow::anyhow!(e).context("deleting an idempotency record")),
+        }
+    }
+
+    /// Removes the job from the API at once. An unfinished job (queued or running) is cancelled
+    /// and refunded in the same transaction: a worker still running it then fails its
+    /// completion condition and removes what it stored. Returns whether credits were refunded;
+    /// `None` if the job does not exist.
     pub async fn delete_job(
         &self,
         user_id: &str,
@@ -490,7 +528,7 @@ impl Store {
             let Some(job) = self.get_job(user_id, job_id).await? else {
                 return Ok(None);
             };
-            let refund = job.status == JobStatus::Queued;
+            let refund = matches!(job.status, JobStatus::Queued | JobStatus::Running);
             let delete = Delete::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(user_pk(user_id), gen_sk(job_id))))
@@ -509,20 +547,13 @@ impl Store {
                     now,
                 )?);
             }
-            if let Some(k) = &job.idempotency_key {
-                items.push(
-                    TransactWriteItem::builder()
-                        .delete(
-                            Delete::builder()
-                                .table_name(&self.table)
-                                .set_key(Some(key(user_pk(user_id), idem_sk(k))))
-                                .build()?,
-                        )
-                        .build(),
-                );
-            }
             match transact(&self.client, "delete generation", items).await? {
-                TxnOutcome::Committed => return Ok(Some(refund)),
+                TxnOutcome::Committed => {
+                    if let Some(k) = &job.idempotency_key {
+                        self.delete_idempotency_of(user_id, k, job_id).await?;
+                    }
+                    return Ok(Some(refund));
+                }
                 // The status moved under us (claimed, finished): read again and retry.
                 TxnOutcome::ConditionFailed(_) => continue,
             }

@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
 use super::accounts::is_conditional_failure;
-use super::item::{get_s, key, n};
+use super::item::{get_s, key, n, s};
 use super::keys;
 use super::Store;
 
@@ -41,6 +41,7 @@ impl Store {
                     .expression_attribute_names("#s", sort_attr)
                     .expression_attribute_values(":p", AttributeValue::S(partition.clone()))
                     .expression_attribute_values(":now", n(now.timestamp()))
+                    .limit(i32::try_from(limit - due.len()).unwrap_or(i32::MAX))
                     .set_exclusive_start_key(start)
                     .send()
                     .await
@@ -97,15 +98,25 @@ impl Store {
         .await
     }
 
-    /// Deletes an item if its deletion time has come (the index may lag the table).
+    /// Deletes an item if its deletion time has come (the index may lag the table) and it is
+    /// not an unfinished job (those are failed and refunded first, then deleted).
     pub async fn delete_if_due(&self, item: &DueItem, now: DateTime<Utc>) -> anyhow::Result<bool> {
         let result = self
             .client
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key(&item.pk, &item.sk)))
-            .condition_expression("exp_at <= :now")
+            .condition_expression("exp_at <= :now AND NOT (#st IN (:queued, :running))")
+            .expression_attribute_names("#st", "status")
             .expression_attribute_values(":now", n(now.timestamp()))
+            .expression_attribute_values(
+                ":queued",
+                s(crate::domain::generation::JobStatus::Queued.as_str()),
+            )
+            .expression_attribute_values(
+                ":running",
+                s(crate::domain::generation::JobStatus::Running.as_str()),
+            )
             .send()
             .await;
         match result {

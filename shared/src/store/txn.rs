@@ -63,8 +63,17 @@ pub async fn transact(
                                 .collect(),
                         ));
                     }
-                    // TransactionConflict / ThrottlingError: another writer got there first.
-                    true
+                    // Another writer got there first, or capacity: worth another try. Anything
+                    // else (validation, item size) is a bug to surface, not to retry.
+                    codes.iter().all(|c| {
+                        matches!(
+                            *c,
+                            "None"
+                                | "TransactionConflict"
+                                | "ThrottlingError"
+                                | "ProvisionedThroughputExceeded"
+                        )
+                    })
                 }
                 TransactWriteItemsError::TransactionInProgressException(_)
                 | TransactWriteItemsError::ProvisionedThroughputExceededException(_)
