@@ -1,5 +1,6 @@
 """Starts moto's server mode on a loopback port for the local stack and the tests.
 
+Binds 127.0.0.1 unless --host says otherwise (e.g. for `sam local invoke` containers).
 Prints the port it bound on its first line of stdout, then serves until killed or until the
 process named by --parent-pid exits.
 
@@ -42,11 +43,12 @@ def watch_parent(pid):
 
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args()
     app = DomainDispatcherApplication(create_backend_app)
-    server = make_server("127.0.0.1", args.port, SerializeDynamoDB(app), threaded=True)
+    server = make_server(args.host, args.port, SerializeDynamoDB(app), threaded=True)
     os.environ["MOTO_PORT"] = str(server.server_port)
     print(server.server_port, flush=True)
     if args.parent_pid:
