@@ -6,14 +6,13 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::json;
 use tracing::instrument;
 
 use crate::app::App;
 use crate::domain::generation::{Job, JobMessage, JobStatus};
 use crate::objects::generation_prefix;
 use crate::queue::DeadLetter;
-use crate::services::worker::publish;
+use crate::services::worker::fail_and_announce;
 use crate::store::keys::{user_from_pk, GEN_PREFIX};
 use crate::store::{DueItem, FailGuard};
 
@@ -65,19 +64,7 @@ async fn refund(
     code: &str,
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
-    let refunded = app
-        .store
-        .fail_and_refund(job, guard, code, STUCK_REASON, now)
-        .await?;
-    if refunded {
-        publish(
-            app,
-            "generation.failed",
-            json!({"user_id": job.user_id, "generation_id": job.id, "code": code, "credits_refunded": job.cost}),
-        )
-        .await;
-    }
-    Ok(refunded)
+    fail_and_announce(app, job, guard, code, STUCK_REASON, now).await
 }
 
 async fn refund_stale(

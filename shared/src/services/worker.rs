@@ -242,9 +242,33 @@ async fn fail(
     code: &str,
     reason: &str,
 ) -> Result<Processed, WorkerError> {
+    fail_and_announce(
+        app,
+        job,
+        FailGuard::Owner(worker_id),
+        code,
+        reason,
+        Utc::now(),
+    )
+    .await?;
+    Ok(Processed::Failed {
+        code: code.to_string(),
+    })
+}
+
+/// Fails and refunds a job under `guard` and, when that happened, announces
+/// `generation.failed`. Returns whether this call refunded it.
+pub(crate) async fn fail_and_announce(
+    app: &App,
+    job: &Job,
+    guard: FailGuard<'_>,
+    code: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
     let refunded = app
         .store
-        .fail_and_refund(job, FailGuard::Owner(worker_id), code, reason, Utc::now())
+        .fail_and_refund(job, guard, code, reason, now)
         .await?;
     if refunded {
         publish(
@@ -254,9 +278,7 @@ async fn fail(
         )
         .await;
     }
-    Ok(Processed::Failed {
-        code: code.to_string(),
-    })
+    Ok(refunded)
 }
 
 async fn release(
