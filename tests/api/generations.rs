@@ -89,25 +89,13 @@ async fn idempotency_key_replays_the_first_response_and_never_charges_twice() {
         .sweep_at(chrono::Utc::now() + chrono::Duration::hours(23))
         .await;
     assert_eq!(rec_sweep.items_deleted, 0);
-    assert!(app
-        .app()
-        .store
-        .get_idempotency(&user.sub, "key-1")
-        .await
-        .unwrap()
-        .is_some());
+    assert!(app.idempotency_record_exists(&user, "key-1").await);
     // And deleted by the sweep once the 24 hours are over (the record holds the prompt).
     let after = app
         .sweep_at(chrono::Utc::now() + chrono::Duration::hours(25))
         .await;
     assert_eq!(after.errors, 0);
-    assert!(app
-        .app()
-        .store
-        .get_idempotency(&user.sub, "key-1")
-        .await
-        .unwrap()
-        .is_none());
+    assert!(!app.idempotency_record_exists(&user, "key-1").await);
 }
 
 fn sqs_event(body: &str, message_id: &str) -> LambdaEvent<SqsEvent> {
@@ -325,19 +313,8 @@ async fn deleting_a_running_generation_refunds_it_and_the_worker_keeps_nothing()
     let app = spawn_app().await;
     let user = app.onboarded_user().await;
     let id = &app.create(&user, gen_body("interrupted")).await;
-    let claimed = app
-        .app()
-        .store
-        .claim_job(
-            &user.sub,
-            id,
-            "worker-1",
-            chrono::Utc::now(),
-            std::time::Duration::from_secs(600),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(claimed, shared::store::ClaimOutcome::Claimed(_)));
+    app.claim(&user, id, "worker-1", chrono::Utc::now(), 600)
+        .await;
     assert_eq!(app.delete_generation(&user, id).await.status(), 204);
     assert_eq!(app.assert_ledger_consistent(&user).await, 10);
     let image = shared::domain::generation::StoredImage {

@@ -419,3 +419,35 @@ impl TestApp {
         shared::services::sweep::run(self.app(), now).await.unwrap()
     }
 }
+
+impl TestApp {
+    /// Claims a job as worker `owner` would, with a lease of `lease_secs`; the claim must win.
+    pub async fn claim(
+        &self,
+        user: &User,
+        id: &str,
+        owner: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        lease_secs: u64,
+    ) {
+        let outcome = self
+            .app()
+            .store
+            .claim_job(&user.sub, id, owner, now, Duration::from_secs(lease_secs))
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, shared::store::ClaimOutcome::Claimed(_)),
+            "claim by {owner} lost"
+        );
+    }
+
+    pub async fn idempotency_record_exists(&self, user: &User, key: &str) -> bool {
+        self.app()
+            .store
+            .get_idempotency(&user.sub, key)
+            .await
+            .unwrap()
+            .is_some()
+    }
+}

@@ -11,19 +11,7 @@ async fn stuck_running_job_is_refunded_by_the_sweep() {
     let user = app.onboarded_user().await;
     let id = &app.create(&user, gen_body("stuck")).await;
     let now = Utc::now();
-    let claimed = app
-        .app()
-        .store
-        .claim_job(
-            &user.sub,
-            id,
-            "crashed-worker",
-            now,
-            std::time::Duration::from_secs(300),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(claimed, shared::store::ClaimOutcome::Claimed(_)));
+    app.claim(&user, id, "crashed-worker", now, 300).await;
     // Before the lease runs out: nothing to do.
     let early = app.sweep_at(now + Duration::seconds(60)).await;
     assert_eq!(early.stale_jobs_refunded, 0);
@@ -112,17 +100,7 @@ async fn dead_letter_for_a_job_held_by_a_live_worker_is_not_refunded() {
     let user = app.onboarded_user().await;
     let id = &app.create(&user, gen_body("still running")).await;
     let now = Utc::now();
-    app.app()
-        .store
-        .claim_job(
-            &user.sub,
-            id,
-            "live-worker",
-            now,
-            std::time::Duration::from_secs(600),
-        )
-        .await
-        .unwrap();
+    app.claim(&user, id, "live-worker", now, 600).await;
     let sqs = aws_sdk_sqs::Client::new(&app.stack.sdk);
     sqs.send_message()
         .queue_url(&app.stack.resources.dlq_url)
