@@ -252,6 +252,7 @@ pub async fn invoke_http(app: &App, function: Function, event: &Value) -> Respon
         Function::Account => account::handle(app, req).await,
         Function::Generations => generations::handle(app, req).await,
         Function::Public => public::handle(app, req).await,
+        Function::Admin => admin::handle(app, req).await,
     };
     match result {
         Ok(resp) => to_axum(resp),

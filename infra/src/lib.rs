@@ -57,7 +57,18 @@ pub struct Stack {
 /// Provisions the resources, builds the application and starts serving.
 pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
     let sdk = local_sdk_config(&opts.endpoint).await;
-    let resources = resources::provision(&sdk, &opts.prefix)
+    let setting = |name: &str| {
+        opts.env
+            .get(name)
+            .cloned()
+            .or_else(|| opts.inherit_env.then(|| std::env::var(name).ok()).flatten())
+    };
+    let retention = match setting("RETENTION_DAYS") {
+        Some(v) => shared::domain::retention::RetentionPolicy::parse(v.trim())
+            .map_err(|e| anyhow::anyhow!("RETENTION_DAYS: {e}"))?,
+        None => Default::default(),
+    };
+    let resources = resources::provision(&sdk, &opts.prefix, retention)
         .await
         .with_context(|| {
             format!(
@@ -71,7 +82,7 @@ pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
             .get(name)
             .cloned()
             .or_else(|| provisioned.get(name).cloned())
-            .or_else(|| opts.inherit_env.then(|| std::env::var(name).ok()).flatten())
+            .or_else(|| setting(name))
     })?;
     let app = Arc::new(App::new(config, &sdk)?);
     let jwt = jwt::DevJwt::new(opts.jwt_secret.as_bytes());

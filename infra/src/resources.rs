@@ -9,11 +9,14 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_s3::types::{
-    BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
-    LifecycleRuleFilter, PublicAccessBlockConfiguration, ServerSideEncryption,
-    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
+    LifecycleExpiration, LifecycleRule, LifecycleRuleAndOperator, LifecycleRuleFilter,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
+use shared::domain::retention::{backstop_days, RetentionPolicy};
+use shared::objects::BACKSTOP_TAG;
 
 /// A key attribute: name and DynamoDB type (`S` or `N`).
 pub type KeyAttr = (&'static str, &'static str);
@@ -67,8 +70,6 @@ pub const GENERATE_TIMEOUT_SECS: u32 = 300;
 pub const QUEUE_VISIBILITY_SECS: u32 = 1800;
 /// Dead letters are kept 14 days (the SQS maximum) for the sweep to refund.
 pub const DLQ_RETENTION_SECS: u32 = 1_209_600;
-/// Lifecycle backstop for generated content, beyond the sweep's 14 days.
-pub const CONTENT_BACKSTOP_DAYS: i32 = 16;
 /// The sweep's schedule (`rate(5 minutes)` in the template).
 pub const SWEEP_EVERY_SECS: u64 = 300;
 
@@ -80,6 +81,7 @@ pub struct Resources {
     pub queue_arn: String,
     pub dlq_url: String,
     pub bus_name: String,
+    pub user_pool_id: String,
     /// Local only: a queue subscribed to every domain event on the bus, to watch them.
     pub events_tap_url: String,
 }
@@ -99,8 +101,14 @@ fn key(name: &str, kind: KeyType) -> anyhow::Result<KeySchemaElement> {
         .build()?)
 }
 
-/// Creates every table, bucket, queue, DLQ and bus, named `<prefix>-<suffix>`.
-pub async fn provision(sdk: &SdkConfig, prefix: &str) -> anyhow::Result<Resources> {
+/// Creates every table, bucket, queue, DLQ, bus and the user pool, named `<prefix>-<suffix>`.
+/// The bucket's lifecycle backstop follows the content retention as the template's does: tagged
+/// content objects expire two days after the retention, none at all under `until_deleted`.
+pub async fn provision(
+    sdk: &SdkConfig,
+    prefix: &str,
+    retention: RetentionPolicy,
+) -> anyhow::Result<Resources> {
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     let table_name = format!("{prefix}-{}", TABLE.suffix);
     let mut attrs = vec![TABLE.hash, TABLE.range];
@@ -191,27 +199,65 @@ pub async fn provision(sdk: &SdkConfig, prefix: &str) -> anyhow::Result<Resource
         .send()
         .await
         .context("enabling default encryption")?;
-    s3.put_bucket_lifecycle_configuration()
-        .bucket(&bucket_name)
-        .lifecycle_configuration(
-            BucketLifecycleConfiguration::builder()
-                .rules(
-                    LifecycleRule::builder()
-                        .id("content-backstop")
-                        .status(ExpirationStatus::Enabled)
-                        .filter(LifecycleRuleFilter::builder().prefix("users/").build())
-                        .expiration(
-                            LifecycleExpiration::builder()
-                                .days(CONTENT_BACKSTOP_DAYS)
+    let mut lifecycle = BucketLifecycleConfiguration::builder().rules(
+        LifecycleRule::builder()
+            .id("abort-incomplete-uploads")
+            .status(ExpirationStatus::Enabled)
+            .filter(LifecycleRuleFilter::builder().prefix("").build())
+            .abort_incomplete_multipart_upload(
+                AbortIncompleteMultipartUpload::builder()
+                    .days_after_initiation(1)
+                    .build(),
+            )
+            .build()?,
+    );
+    if let Some(days) = retention.content_days() {
+        lifecycle = lifecycle.rules(
+            LifecycleRule::builder()
+                .id("content-backstop")
+                .status(ExpirationStatus::Enabled)
+                .filter(
+                    LifecycleRuleFilter::builder()
+                        .and(
+                            LifecycleRuleAndOperator::builder()
+                                .prefix("users/")
+                                .tags(
+                                    Tag::builder()
+                                        .key(BACKSTOP_TAG.0)
+                                        .value(BACKSTOP_TAG.1)
+                                        .build()?,
+                                )
                                 .build(),
                         )
-                        .build()?,
+                        .build(),
+                )
+                .expiration(
+                    LifecycleExpiration::builder()
+                        .days(backstop_days(days) as i32)
+                        .build(),
                 )
                 .build()?,
-        )
+        );
+    }
+    s3.put_bucket_lifecycle_configuration()
+        .bucket(&bucket_name)
+        .lifecycle_configuration(lifecycle.build()?)
         .send()
         .await
         .context("setting the lifecycle backstop")?;
+
+    let cognito = aws_sdk_cognitoidentityprovider::Client::new(sdk);
+    let user_pool_id = cognito
+        .create_user_pool()
+        .pool_name(format!("{prefix}-users"))
+        .username_attributes(aws_sdk_cognitoidentityprovider::types::UsernameAttributeType::Email)
+        .send()
+        .await
+        .context("creating the user pool")?
+        .user_pool()
+        .and_then(|p| p.id())
+        .context("user pool without id")?
+        .to_string();
 
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let dlq_url = sqs
@@ -292,6 +338,7 @@ pub async fn provision(sdk: &SdkConfig, prefix: &str) -> anyhow::Result<Resource
         queue_arn: queue_arn_value,
         dlq_url,
         bus_name,
+        user_pool_id,
         events_tap_url,
     })
 }
@@ -320,6 +367,7 @@ impl Resources {
             ("GENERATION_QUEUE_URL", self.queue_url.clone()),
             ("GENERATION_DLQ_URL", self.dlq_url.clone()),
             ("EVENT_BUS_NAME", self.bus_name.clone()),
+            ("USER_POOL_ID", self.user_pool_id.clone()),
         ]
     }
 }

@@ -6,6 +6,7 @@ pub enum Function {
     Account,
     Generations,
     Public,
+    Admin,
 }
 
 impl Function {
@@ -15,6 +16,7 @@ impl Function {
             Self::Account => "AccountFunction",
             Self::Generations => "GenerationsFunction",
             Self::Public => "PublicFunction",
+            Self::Admin => "AdminFunction",
         }
     }
 }
@@ -51,6 +53,9 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/v1/me", Function::Account, true),
     r("POST", "/v1/me", Function::Account, true),
     r("PATCH", "/v1/me", Function::Account, true),
+    r("DELETE", "/v1/me", Function::Account, true),
+    r("GET", "/v1/me/deletion", Function::Account, true),
+    r("POST", "/v1/reports/child-account", Function::Account, true),
     r("POST", "/v1/generations", Function::Generations, true),
     r("GET", "/v1/generations", Function::Generations, true),
     r("GET", "/v1/generations/{id}", Function::Generations, true),
@@ -58,6 +63,35 @@ pub const ROUTES: &[Route] = &[
         "DELETE",
         "/v1/generations/{id}",
         Function::Generations,
+        true,
+    ),
+    r("GET", "/v1/admin/holds", Function::Admin, true),
+    r("POST", "/v1/admin/holds", Function::Admin, true),
+    r("DELETE", "/v1/admin/holds/{id}", Function::Admin, true),
+    r(
+        "POST",
+        "/v1/admin/users/{id}/suspension",
+        Function::Admin,
+        true,
+    ),
+    r(
+        "DELETE",
+        "/v1/admin/users/{id}/suspension",
+        Function::Admin,
+        true,
+    ),
+    r("GET", "/v1/admin/audit", Function::Admin, true),
+    r("GET", "/v1/admin/reports", Function::Admin, true),
+    r(
+        "POST",
+        "/v1/admin/reports/{id}/confirm",
+        Function::Admin,
+        true,
+    ),
+    r(
+        "POST",
+        "/v1/admin/reports/{id}/dismiss",
+        Function::Admin,
         true,
     ),
     r("GET", "/v1/health", Function::Public, false),

@@ -6,15 +6,18 @@ use aws_config::{BehaviorVersion, SdkConfig};
 
 use crate::config::Config;
 use crate::events::EventBus;
-use crate::objects::ObjectStore;
+use crate::identity::{self, IdentityProvider};
+use crate::objects::{ObjectStore, Objects};
 use crate::provider::{self, ImageProvider};
 use crate::queue::JobQueue;
 use crate::store::Store;
 
+#[derive(Clone)]
 pub struct App {
     pub config: Config,
     pub store: Store,
-    pub objects: ObjectStore,
+    pub objects: Arc<dyn Objects>,
+    pub identity: Arc<dyn IdentityProvider>,
     pub queue: JobQueue,
     pub events: EventBus,
     pub provider: Arc<dyn ImageProvider>,
@@ -41,7 +44,11 @@ impl App {
         let provider = provider::from_config(&config.provider, config.provider_timeout)?;
         Ok(Self {
             store: Store::new(aws_sdk_dynamodb::Client::new(sdk), &config.table_name),
-            objects: ObjectStore::new(aws_sdk_s3::Client::from_conf(s3_conf), &config.bucket_name),
+            objects: Arc::new(ObjectStore::new(
+                aws_sdk_s3::Client::from_conf(s3_conf),
+                &config.bucket_name,
+            )),
+            identity: identity::from_config(config.user_pool_id.as_deref(), sdk),
             queue: JobQueue::new(
                 aws_sdk_sqs::Client::new(sdk),
                 &config.generation_queue_url,
@@ -54,6 +61,13 @@ impl App {
             provider,
             config,
         })
+    }
+
+    /// The same application with another object store (tests put a fault-injecting wrapper in
+    /// front of the real adapter).
+    pub fn with_objects(mut self, objects: Arc<dyn Objects>) -> Self {
+        self.objects = objects;
+        self
     }
 
     /// The same application with another image provider (tests, dev host).

@@ -37,6 +37,14 @@ pub enum ProviderConfig {
     },
 }
 
+/// DynamoDB point-in-time recovery window: deleted data survives in backups this long
+/// (`BackupRecoveryDays` in the template; published by `GET /v1/policy`).
+pub const DEFAULT_BACKUP_RECOVERY_DAYS: u32 = 7;
+/// The most the template allows, below the policy's 30-day promise.
+pub const MAX_BACKUP_RECOVERY_DAYS: u32 = 29;
+/// Billing records and admin records are kept this long (R4).
+pub const DEFAULT_LEGAL_RETENTION_YEARS: u32 = 6;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub table_name: String,
@@ -61,6 +69,17 @@ pub struct Config {
     pub download_url_ttl: Duration,
     /// Version of the published privacy policy.
     pub policy_version: String,
+    /// The Cognito user pool whose users are deleted with their accounts (`None`: another OIDC
+    /// issuer, whose users this service cannot delete).
+    pub user_pool_id: Option<String>,
+    /// The group claim that grants the admin routes.
+    pub admin_group: String,
+    /// Days deleted data can survive in point-in-time-recovery backups (1 to 29).
+    pub backup_recovery_days: u32,
+    /// Years billing and admin records are kept after an account's deletion.
+    pub legal_retention_years: u32,
+    /// Child-account reports one user may send per day.
+    pub child_reports_per_day: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -93,6 +112,20 @@ impl Config {
                     reason: e.to_string(),
                 }),
             }
+        };
+
+        let ranged = |name: &'static str,
+                      default: u32,
+                      range: std::ops::RangeInclusive<u32>|
+         -> Result<u32, ConfigError> {
+            let v = number(name, u64::from(default))?;
+            u32::try_from(v)
+                .ok()
+                .filter(|v| range.contains(v))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name,
+                    reason: format!("{v} is not within {range:?}"),
+                })
         };
 
         let retention = match get("RETENTION_DAYS") {
@@ -136,6 +169,19 @@ impl Config {
             queue_timeout: Duration::from_secs(number("JOB_QUEUE_TIMEOUT_SECS", 3600)?),
             download_url_ttl: Duration::from_secs(number("DOWNLOAD_URL_TTL_SECS", 300)?),
             policy_version: get("POLICY_VERSION").unwrap_or_else(|| "2026-11-22".to_string()),
+            user_pool_id: get("USER_POOL_ID"),
+            admin_group: get("ADMIN_GROUP").unwrap_or_else(|| "admins".to_string()),
+            backup_recovery_days: ranged(
+                "BACKUP_RECOVERY_DAYS",
+                DEFAULT_BACKUP_RECOVERY_DAYS,
+                1..=MAX_BACKUP_RECOVERY_DAYS,
+            )?,
+            legal_retention_years: ranged(
+                "LEGAL_RETENTION_YEARS",
+                DEFAULT_LEGAL_RETENTION_YEARS,
+                1..=10,
+            )?,
+            child_reports_per_day: ranged("CHILD_REPORTS_PER_DAY", 5, 1..=100)?,
         })
     }
 }
@@ -171,7 +217,23 @@ mod tests {
         let cfg = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
         assert_eq!(cfg.signup_credits, 10);
         assert_eq!(cfg.retention.content_days(), Some(14));
+        assert_eq!(cfg.backup_recovery_days, DEFAULT_BACKUP_RECOVERY_DAYS);
+        assert_eq!(cfg.user_pool_id, None);
         assert!(!format!("{cfg:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn r3_backup_window_above_29_days_is_refused() {
+        let mut env = base();
+        env.insert("BACKUP_RECOVERY_DAYS", "35");
+        let err = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: "BACKUP_RECOVERY_DAYS",
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -3,10 +3,12 @@
 
 pub mod app;
 pub mod config;
+pub mod datamap;
 pub mod domain;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod identity;
 pub mod objects;
 pub mod provider;
 pub mod queue;

@@ -1,18 +1,49 @@
 //! The S3 adapter: the private content bucket. Keys live under the owner's id; objects are
-//! encrypted at rest and reached only through short-lived presigned URLs (S1).
+//! encrypted at rest and reached only through short-lived presigned URLs (S1). Content objects
+//! are tagged `backstop=on`: the bucket's lifecycle backstop expires only tagged objects, and a
+//! legal hold removes the tag from what it covers (R5).
+//!
+//! Callers use the [`Objects`] port, so tests can put a fault-injecting wrapper in front of the
+//! real adapter.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Delete, ObjectIdentifier, ServerSideEncryption};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier, ServerSideEncryption, Tag, Tagging};
 use aws_sdk_s3::Client;
+
+/// The tag the lifecycle backstop rule matches.
+pub const BACKSTOP_TAG: (&str, &str) = ("backstop", "on");
+
+/// The content bucket, as the functions use it.
+#[async_trait::async_trait]
+pub trait Objects: Send + Sync {
+    fn bucket(&self) -> &str;
+    /// Stores an object with SSE and the backstop tag.
+    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> anyhow::Result<()>;
+    async fn presign_get(&self, key: &str, ttl: Duration) -> anyhow::Result<String>;
+    /// Deletes every object under `prefix`; returns how many were deleted.
+    async fn delete_prefix(&self, prefix: &str) -> anyhow::Result<usize>;
+    /// Keys under `prefix`.
+    async fn list(&self, prefix: &str) -> anyhow::Result<Vec<String>>;
+    /// Puts the backstop tag on (`true`) or takes it off every object under `prefix`.
+    async fn set_backstop(&self, prefix: &str, on: bool) -> anyhow::Result<usize>;
+    /// The object's tags (tests check the backstop tag).
+    async fn tags(&self, key: &str) -> anyhow::Result<Vec<(String, String)>>;
+    async fn ping(&self) -> anyhow::Result<()>;
+}
 
 #[derive(Clone)]
 pub struct ObjectStore {
     client: Client,
     bucket: String,
+}
+
+/// `users/<sub>/` : everything of one user.
+pub fn user_prefix(user_id: &str) -> String {
+    format!("users/{user_id}/")
 }
 
 /// `users/<sub>/generations/<job>/` : everything of one generation.
@@ -27,18 +58,22 @@ impl ObjectStore {
             bucket: bucket.into(),
         }
     }
+}
 
-    pub fn bucket(&self) -> &str {
+#[async_trait::async_trait]
+impl Objects for ObjectStore {
+    fn bucket(&self) -> &str {
         &self.bucket
     }
 
-    pub async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> anyhow::Result<()> {
+    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> anyhow::Result<()> {
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
             .server_side_encryption(ServerSideEncryption::Aes256)
+            .tagging(format!("{}={}", BACKSTOP_TAG.0, BACKSTOP_TAG.1))
             .body(ByteStream::from(bytes))
             .send()
             .await
@@ -46,7 +81,7 @@ impl ObjectStore {
         Ok(())
     }
 
-    pub async fn presign_get(&self, key: &str, ttl: Duration) -> anyhow::Result<String> {
+    async fn presign_get(&self, key: &str, ttl: Duration) -> anyhow::Result<String> {
         let req = self
             .client
             .get_object()
@@ -58,8 +93,7 @@ impl ObjectStore {
         Ok(req.uri().to_string())
     }
 
-    /// Deletes every object under `prefix`; returns how many were deleted.
-    pub async fn delete_prefix(&self, prefix: &str) -> anyhow::Result<usize> {
+    async fn delete_prefix(&self, prefix: &str) -> anyhow::Result<usize> {
         let mut deleted = 0;
         let mut token = None;
         loop {
@@ -105,24 +139,77 @@ impl ObjectStore {
         Ok(deleted)
     }
 
-    /// Keys under `prefix` (tests and the data overview use it).
-    pub async fn list(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
-        let page = self
+    async fn list(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .context("listing objects")?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            token = page.next_continuation_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(keys);
+            }
+        }
+    }
+
+    async fn set_backstop(&self, prefix: &str, on: bool) -> anyhow::Result<usize> {
+        let keys = self.list(prefix).await?;
+        for key in &keys {
+            if on {
+                let tag = Tag::builder()
+                    .key(BACKSTOP_TAG.0)
+                    .value(BACKSTOP_TAG.1)
+                    .build()?;
+                self.client
+                    .put_object_tagging()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .tagging(Tagging::builder().tag_set(tag).build()?)
+                    .send()
+                    .await
+                    .with_context(|| format!("tagging {key}"))?;
+            } else {
+                self.client
+                    .delete_object_tagging()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .with_context(|| format!("untagging {key}"))?;
+            }
+        }
+        Ok(keys.len())
+    }
+
+    async fn tags(&self, key: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let out = self
             .client
-            .list_objects_v2()
+            .get_object_tagging()
             .bucket(&self.bucket)
-            .prefix(prefix)
+            .key(key)
             .send()
             .await
-            .context("listing objects")?;
-        Ok(page
-            .contents()
+            .with_context(|| format!("reading the tags of {key}"))?;
+        Ok(out
+            .tag_set()
             .iter()
-            .filter_map(|o| o.key().map(str::to_string))
+            .map(|t| (t.key().to_string(), t.value().to_string()))
             .collect())
     }
 
-    pub async fn ping(&self) -> anyhow::Result<()> {
+    async fn ping(&self) -> anyhow::Result<()> {
         self.client
             .head_bucket()
             .bucket(&self.bucket)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Context, LambdaEvent};
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 
 use crate::helpers::*;
 
@@ -25,11 +25,17 @@ fn ctx() -> Context {
 }
 
 async fn http(app: &TestApp, name: &str) -> (u16, Value) {
-    let req = lambda_http::request::from_str(&read(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    send(app, name, &read(name)).await
+}
+
+/// Runs `event` (the sample `name`, possibly edited) through the handler of its function.
+async fn send(app: &TestApp, name: &str, event: &str) -> (u16, Value) {
+    let req = lambda_http::request::from_str(event).unwrap_or_else(|e| panic!("{name}: {e}"));
     let resp = match name.split('-').next().unwrap() {
         "account" => account::handle(app.app(), req).await,
         "generations" => generations::handle(app.app(), req).await,
         "public" => public::handle(app.app(), req).await,
+        "admin" => admin::handle(app.app(), req).await,
         other => panic!("no HTTP function {other}"),
     }
     .unwrap();
@@ -41,11 +47,25 @@ async fn http(app: &TestApp, name: &str) -> (u16, Value) {
     (status, body)
 }
 
+/// The sample `name` with its verified claims changed by `edit` (another caller).
+fn with_claims(name: &str, edit: impl FnOnce(&mut Map<String, Value>)) -> String {
+    let mut event: Value = serde_json::from_str(&read(name)).unwrap();
+    edit(
+        event["requestContext"]["authorizer"]["jwt"]["claims"]
+            .as_object_mut()
+            .unwrap_or_else(|| panic!("{name} carries JWT claims")),
+    );
+    event.to_string()
+}
+
+/// The subject `account-report-child.json` reports and `admin-place-hold.json` holds.
+const REPORTED: &str = "sample-user-0002";
+
 #[tokio::test]
 async fn every_sample_event_runs_through_its_handler() {
     let app = spawn_app().await;
     let mut seen = Vec::new();
-    // In an order that makes sense for one user: onboarding first.
+    // In an order that makes sense for one user: onboarding first, account deletion last.
     for (name, expected) in [
         ("account-get-me.json", 403),
         ("account-onboard.json", 201),
@@ -58,11 +78,112 @@ async fn every_sample_event_runs_through_its_handler() {
         ("generations-delete.json", 404),
         ("public-health.json", 200),
         ("public-policy.json", 200),
+        // No deletion was requested yet.
+        ("account-deletion-status.json", 404),
     ] {
         let (status, body) = http(&app, name).await;
         assert_eq!(status, expected, "{name}: {body}");
         seen.push(name.to_string());
     }
+    let sub = "sample-user-0001";
+    let user = User {
+        sub: sub.into(),
+        token: String::new(),
+    };
+    assert_eq!(
+        app.assert_ledger_consistent(&user).await,
+        10 - 1,
+        "the idempotent sample charged once"
+    );
+
+    // The account the samples report and hold, onboarded with the onboarding sample.
+    let reported = with_claims("account-onboard.json", |claims| {
+        claims.insert("sub".into(), json!(REPORTED));
+        claims.insert("email".into(), json!("reported@example.com"));
+    });
+    let (status, body) = send(&app, "account-onboard.json", &reported).await;
+    assert_eq!(status, 201, "{body}");
+
+    // K2: the report is accepted and the reported account suspended at once.
+    let (status, body) = http(&app, "account-report-child.json").await;
+    assert_eq!(status, 202, "account-report-child.json: {body}");
+    assert_eq!(body["status"], "pending", "{body}");
+    let report_id = body["id"].as_str().expect("a report id").to_string();
+    let suspended = app
+        .app()
+        .store
+        .get_profile(REPORTED)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(suspended.suspension.is_some(), "{REPORTED} is suspended");
+    seen.push("account-report-child.json".into());
+
+    // The admin samples succeed for the admin group, and the same request without the group
+    // claim is refused.
+    for (name, expected) in [
+        ("admin-place-hold.json", 201),
+        ("admin-list-holds.json", 200),
+        ("admin-audit.json", 200),
+    ] {
+        let (status, body) = http(&app, name).await;
+        assert_eq!(status, expected, "{name}: {body}");
+        match name {
+            "admin-place-hold.json" => {
+                assert_eq!(body["user_id"], REPORTED, "{body}");
+                assert_eq!(body["in_force"].as_bool(), Some(true), "{body}");
+            }
+            "admin-list-holds.json" => {
+                let holds = body["items"].as_array().expect("a list");
+                assert_eq!(holds.len(), 1, "{body}");
+                assert_eq!(holds[0]["user_id"], REPORTED, "{body}");
+            }
+            _ => {
+                let actions: Vec<&str> = body["items"]
+                    .as_array()
+                    .expect("a list")
+                    .iter()
+                    .map(|r| r["action"].as_str().unwrap())
+                    .collect();
+                assert!(actions.contains(&"hold.place"), "{actions:?}");
+                assert!(actions.contains(&"account.suspend"), "{actions:?}");
+            }
+        }
+        let not_admin = with_claims(name, |claims| {
+            assert!(
+                claims.remove("cognito:groups").is_some(),
+                "{name}: no group claim"
+            );
+        });
+        let (status, body) = send(&app, name, &not_admin).await;
+        assert_eq!(status, 403, "{name} without the admin group: {body}");
+        assert_eq!(body["code"], "admin_required", "{name}: {body}");
+        seen.push(name.to_string());
+    }
+
+    // R4: the account is deactivated at once; its queued job is cancelled and refunded.
+    let (status, body) = http(&app, "account-delete-me.json").await;
+    assert_eq!(status, 202, "account-delete-me.json: {body}");
+    assert_eq!(body["status"], "pending", "{body}");
+    assert_eq!(body["live_stores_within_hours"], 24, "{body}");
+    assert_eq!(
+        body["backups_within_days"],
+        app.app().config.backup_recovery_days,
+        "{body}"
+    );
+    seen.push("account-delete-me.json".into());
+    let (status, body) = http(&app, "account-get-me.json").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "account_deleted", "{body}");
+    let (status, body) = http(&app, "account-deletion-status.json").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "pending", "{body}");
+    assert_eq!(
+        app.assert_ledger_consistent(&user).await,
+        10,
+        "the cancelled job was refunded"
+    );
+
     let sqs: SqsEvent = serde_json::from_str(&read("generate-sqs.json")).unwrap();
     let resp = generate::handle(app.app(), LambdaEvent::new(sqs, ctx()))
         .await
@@ -73,10 +194,29 @@ async fn every_sample_event_runs_through_its_handler() {
     );
     seen.push("generate-sqs.json".into());
     let schedule: Value = serde_json::from_str(&read("retention-sweep-schedule.json")).unwrap();
-    retention_sweep::handle(app.app(), LambdaEvent::new(schedule, ctx()))
+    let report = retention_sweep::handle(app.app(), LambdaEvent::new(schedule, ctx()))
         .await
         .unwrap();
+    assert_eq!(report.errors, 0, "{report:?}");
     seen.push("retention-sweep-schedule.json".into());
+
+    // The sweep erased the account: nothing left under the subject, the report names an
+    // anonymous id, and the same identity signing up again gets no signup credits.
+    let (status, body) = http(&app, "account-deletion-status.json").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "completed", "{body}");
+    assert_eq!(app.assert_ledger_consistent(&user).await, 0);
+    let report = app
+        .app()
+        .store
+        .get_child_report(&report_id)
+        .await
+        .unwrap()
+        .expect("the report is kept");
+    assert!(report.reporter.starts_with("anon:"), "{report:?}");
+    let (status, body) = http(&app, "account-onboard.json").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["credits_balance"], 0, "{body}");
 
     // Every file in events/ (but the env file) was exercised, and every function has one.
     for entry in std::fs::read_dir(events_dir()).unwrap() {
@@ -93,14 +233,4 @@ async fn every_sample_event_runs_through_its_handler() {
             "functions/{f} has no sample event"
         );
     }
-    let sub = "sample-user-0001";
-    let user = User {
-        sub: sub.into(),
-        token: String::new(),
-    };
-    assert_eq!(
-        app.assert_ledger_consistent(&user).await,
-        10 - 1,
-        "the idempotent sample charged once"
-    );
 }

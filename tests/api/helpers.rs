@@ -451,3 +451,170 @@ impl TestApp {
             .is_some()
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Privacy: admins, the identity provider, faults in front of the real S3 adapter, the raw stores.
+
+pub const ADMIN_GROUP: &str = "admins";
+
+impl TestApp {
+    /// A signed-in member of the admin group (not onboarded: admins need no account).
+    pub async fn admin(&self) -> User {
+        let sub = unique("admin-");
+        let resp = self
+            .http
+            .post(format!("{}/dev/token", self.base))
+            .json(&json!({"sub": sub, "groups": [ADMIN_GROUP]}))
+            .send()
+            .await
+            .unwrap();
+        let token = resp.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        User { sub, token }
+    }
+
+    pub fn cognito(&self) -> aws_sdk_cognitoidentityprovider::Client {
+        aws_sdk_cognitoidentityprovider::Client::new(&self.stack.sdk)
+    }
+
+    /// A user signed up in the (emulated) Cognito user pool, signed in with its subject.
+    pub async fn cognito_user(&self) -> User {
+        let email = format!("{}@example.com", unique("c"));
+        let out = self
+            .cognito()
+            .admin_create_user()
+            .user_pool_id(&self.stack.resources.user_pool_id)
+            .username(&email)
+            .send()
+            .await
+            .unwrap();
+        let sub = out.user().unwrap().username().unwrap().to_string();
+        let token = self.token(&sub, Some(&email)).await;
+        User { sub, token }
+    }
+
+    pub async fn cognito_user_exists(&self, sub: &str) -> bool {
+        self.cognito()
+            .admin_get_user()
+            .user_pool_id(&self.stack.resources.user_pool_id)
+            .username(sub)
+            .send()
+            .await
+            .is_ok()
+    }
+
+    pub async fn onboard(&self, user: &User) -> reqwest::Response {
+        self.send(
+            reqwest::Method::POST,
+            "/v1/me",
+            Some(user),
+            Some(json!({"display_name": "Tester Name", "age_confirmed": true})),
+        )
+        .await
+    }
+
+    /// Every item of this test's table (a Scan is fine in tests).
+    pub async fn scan_table(
+        &self,
+    ) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        scan_table(&self.stack.sdk, &self.stack.resources.table_name).await
+    }
+
+    /// Every object key of this test's bucket.
+    pub async fn all_objects(&self) -> Vec<String> {
+        self.app().objects.list("").await.unwrap()
+    }
+
+    /// The same application with S3 deletes failing (`fail_deletes` on).
+    pub fn with_failing_deletes(&self) -> (shared::App, Arc<FaultyObjects>) {
+        let faulty = Arc::new(FaultyObjects {
+            inner: self.app().objects.clone(),
+            fail_deletes: std::sync::atomic::AtomicBool::new(true),
+        });
+        (self.app().clone().with_objects(faulty.clone()), faulty)
+    }
+
+    pub async fn place_hold(&self, admin: &User, body: Value) -> Value {
+        let resp = self
+            .send(
+                reqwest::Method::POST,
+                "/v1/admin/holds",
+                Some(admin),
+                Some(body),
+            )
+            .await;
+        assert_eq!(resp.status(), 201);
+        resp.json().await.unwrap()
+    }
+}
+
+pub async fn scan_table(
+    sdk: &aws_config::SdkConfig,
+    table: &str,
+) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let out = ddb
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        items.extend(out.items().iter().cloned());
+        start = out.last_evaluated_key().cloned();
+        if start.is_none() {
+            return items;
+        }
+    }
+}
+
+/// A wrapper in front of the real S3 adapter that fails deletes while `fail_deletes` is on.
+pub struct FaultyObjects {
+    pub inner: Arc<dyn shared::objects::Objects>,
+    pub fail_deletes: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl shared::objects::Objects for FaultyObjects {
+    fn bucket(&self) -> &str {
+        self.inner.bucket()
+    }
+    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> anyhow::Result<()> {
+        self.inner.put(key, bytes, content_type).await
+    }
+    async fn presign_get(&self, key: &str, ttl: Duration) -> anyhow::Result<String> {
+        self.inner.presign_get(key, ttl).await
+    }
+    async fn delete_prefix(&self, prefix: &str) -> anyhow::Result<usize> {
+        if self.fail_deletes.load(Ordering::SeqCst) {
+            anyhow::bail!("injected fault: S3 DeleteObjects timed out");
+        }
+        self.inner.delete_prefix(prefix).await
+    }
+    async fn list(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        self.inner.list(prefix).await
+    }
+    async fn set_backstop(&self, prefix: &str, on: bool) -> anyhow::Result<usize> {
+        self.inner.set_backstop(prefix, on).await
+    }
+    async fn tags(&self, key: &str) -> anyhow::Result<Vec<(String, String)>> {
+        self.inner.tags(key).await
+    }
+    async fn ping(&self) -> anyhow::Result<()> {
+        self.inner.ping().await
+    }
+}
+
+/// The caller a handler would see for `user`.
+pub fn caller(user: &User) -> shared::http::Caller {
+    shared::http::Caller {
+        user_id: shared::domain::user::UserId::parse(&user.sub).unwrap(),
+        email: None,
+        groups: vec![],
+    }
+}

@@ -4,7 +4,11 @@
 
 mod helpers;
 
+mod account_deletion;
 mod accounts;
+mod admin;
+mod datamap;
+mod deletion;
 mod devhost;
 mod errors;
 mod events_fixtures;

@@ -57,11 +57,12 @@ async fn r1_expired_generation_is_deleted_by_the_sweep() {
     let before = app
         .sweep_at(created.with_timezone(&Utc) + Duration::days(13))
         .await;
-    assert_eq!(before.items_deleted, 0);
-    // At its deletion time: the item and its objects go.
+    assert_eq!(before.content_expired, 0);
+    // At its deletion time: the item and its objects go, through the pipeline.
     let report = app.sweep_at(delete_at.with_timezone(&Utc)).await;
-    assert_eq!(report.items_deleted, 1);
-    assert_eq!(report.objects_deleted, 2);
+    assert_eq!(report.content_expired, 1);
+    assert_eq!(report.deletions_completed, 1);
+    assert_eq!(report.errors, 0);
     assert_eq!(
         problem_code(app.get(&format!("/v1/generations/{id}"), &user).await, 404).await,
         "not_found"
@@ -85,7 +86,7 @@ async fn r1_until_deleted_policy_keeps_content() {
     assert!(job["delete_at"].is_null());
     app.drain().await;
     let report = app.sweep_at(Utc::now() + Duration::days(400)).await;
-    assert_eq!(report.items_deleted, 0);
+    assert_eq!(report.content_expired, 0);
     assert_eq!(
         app.job(&user, job["id"].as_str().unwrap()).await["status"],
         "succeeded"

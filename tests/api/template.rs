@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use devstack::resources::{self, TABLE};
 use devstack::routes::ROUTES;
 use serde_yaml::Value;
+use shared::domain::retention::{self, RetentionPolicy};
 
 fn template() -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
@@ -28,6 +29,25 @@ fn s(v: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         other => panic!("not a scalar: {other:?}"),
     }
+}
+
+/// The arguments of an intrinsic function in either form: `!If [...]` (a tagged value) or
+/// `{ "Fn::If": [...] }` (`{ Ref: ... }` for `Ref`); `None` for anything else.
+fn intrinsic<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    if let Value::Tagged(t) = v {
+        return (t.tag == name).then_some(&t.value);
+    }
+    let long = if name == "Ref" {
+        name.to_string()
+    } else {
+        format!("Fn::{name}")
+    };
+    v.as_mapping().filter(|m| m.len() == 1)?.get(long.as_str())
+}
+
+/// What a `!Ref` refers to.
+fn ref_name(v: &Value) -> Option<String> {
+    intrinsic(v, "Ref").map(s)
 }
 
 fn resource<'a>(t: &'a Value, id: &str) -> &'a Value {
@@ -94,10 +114,6 @@ fn template_resources_match_local_provisioning() {
 
     let bucket = &resource(&t, "ContentBucket")["Properties"];
     assert!(s(&bucket["BucketName"]).ends_with(&format!("-{}", resources::BUCKET_SUFFIX)));
-    assert_eq!(
-        s(&t["Parameters"]["ContentBackstopDays"]["Default"]),
-        resources::CONTENT_BACKSTOP_DAYS.to_string()
-    );
     let queue = &resource(&t, "GenerationQueue")["Properties"];
     assert!(s(&queue["QueueName"]).ends_with(&format!("-{}", resources::QUEUE_SUFFIX)));
     assert_eq!(
@@ -191,4 +207,136 @@ fn every_function_crate_is_deployed_as_an_arm64_cargo_lambda_function_with_30_da
         let logs = resource(&t, &log_ref);
         assert_eq!(s(&logs["Properties"]["RetentionInDays"]), "30", "{id:?}");
     }
+}
+
+#[test]
+fn r1_template_lifecycle_never_expires_content_before_its_retention() {
+    let t = template();
+    let retention_days = &t["Parameters"]["RetentionDays"];
+    let allowed: Vec<String> = retention_days["AllowedValues"]
+        .as_sequence()
+        .expect("RetentionDays lists its AllowedValues")
+        .iter()
+        .map(s)
+        .collect();
+    assert!(allowed.contains(&s(&retention_days["Default"])));
+    assert!(allowed.iter().any(|v| v == "until_deleted"));
+
+    // One backstop per numeric retention, after it.
+    let backstop = &t["Mappings"]["ContentBackstop"];
+    let mut numeric = 0;
+    for value in &allowed {
+        let policy = RetentionPolicy::parse(value).unwrap_or_else(|e| {
+            panic!("RetentionDays allows {value:?}, the functions refuse it: {e}")
+        });
+        let Ok(days) = value.parse::<u32>() else {
+            assert_eq!(policy.content_days(), None, "{value}");
+            continue;
+        };
+        assert_eq!(policy.content_days(), Some(days));
+        numeric += 1;
+        let entry = backstop
+            .get(value.as_str())
+            .unwrap_or_else(|| panic!("no ContentBackstop entry for {value}"));
+        let backstop_days: u32 = s(&entry["Days"]).parse().unwrap();
+        assert_eq!(backstop_days, retention::backstop_days(days), "{value}");
+        assert!(
+            backstop_days > days,
+            "the backstop for {value} days is before the retention"
+        );
+    }
+    assert!(numeric > 0);
+    assert_eq!(
+        backstop.as_mapping().unwrap().len(),
+        numeric,
+        "one ContentBackstop entry per numeric retention"
+    );
+
+    // No backstop at all under until_deleted.
+    let keep = intrinsic(&t["Conditions"]["KeepUntilDeleted"], "Equals")
+        .expect("KeepUntilDeleted is an Fn::Equals");
+    assert_eq!(ref_name(&keep[0]).as_deref(), Some("RetentionDays"));
+    assert_eq!(s(&keep[1]), "until_deleted");
+    let rules = resource(&t, "ContentBucket")["Properties"]["LifecycleConfiguration"]["Rules"]
+        .as_sequence()
+        .unwrap();
+    let guarded: Vec<&Value> = rules.iter().filter_map(|r| intrinsic(r, "If")).collect();
+    assert_eq!(guarded.len(), 1, "the backstop rule is wrapped in Fn::If");
+    let branches = guarded[0];
+    assert_eq!(s(&branches[0]), "KeepUntilDeleted");
+    assert_eq!(
+        ref_name(&branches[1]).as_deref(),
+        Some("AWS::NoValue"),
+        "no backstop rule under until_deleted"
+    );
+
+    // The backstop: tagged content only (a legal hold untags what it covers), retention + 2.
+    let rule = &branches[2];
+    assert_eq!(s(&rule["Id"]), "content-backstop");
+    assert_eq!(s(&rule["Status"]), "Enabled");
+    assert_eq!(s(&rule["Prefix"]), "users/");
+    let tags: Vec<(String, String)> = rule["TagFilters"]
+        .as_sequence()
+        .expect("the backstop filters on a tag")
+        .iter()
+        .map(|f| (s(&f["Key"]), s(&f["Value"])))
+        .collect();
+    let (key, value) = shared::objects::BACKSTOP_TAG;
+    assert_eq!(tags, vec![(key.to_string(), value.to_string())]);
+    let lookup = intrinsic(&rule["ExpirationInDays"], "FindInMap")
+        .expect("the backstop's expiry comes from ContentBackstop");
+    assert_eq!(s(&lookup[0]), "ContentBackstop");
+    assert_eq!(ref_name(&lookup[1]).as_deref(), Some("RetentionDays"));
+    assert_eq!(s(&lookup[2]), "Days");
+
+    // No other rule expires anything.
+    for r in rules.iter().filter(|r| intrinsic(r, "If").is_none()) {
+        let keys = r.as_mapping().unwrap().keys().map(s);
+        for k in keys {
+            assert!(
+                !k.contains("Expiration") && !k.contains("Transition"),
+                "lifecycle rule {} has {k}",
+                s(&r["Id"])
+            );
+        }
+    }
+}
+
+#[test]
+fn r3_template_backup_window_is_at_most_the_published_one() {
+    let t = template();
+    let param = &t["Parameters"]["BackupRecoveryDays"];
+    assert_eq!(
+        s(&param["Default"]),
+        shared::config::DEFAULT_BACKUP_RECOVERY_DAYS.to_string()
+    );
+    let min: u32 = s(&param["MinValue"]).parse().unwrap();
+    let max: u32 = s(&param["MaxValue"]).parse().unwrap();
+    assert!(min >= 1);
+    assert!(
+        max <= 29,
+        "point-in-time recovery keeps deleted data at most 29 days here"
+    );
+    assert!((min..=max).contains(&shared::config::DEFAULT_BACKUP_RECOVERY_DAYS));
+
+    // The table keeps exactly the window the functions publish.
+    let pitr = &resource(&t, "Table")["Properties"]["PointInTimeRecoverySpecification"];
+    assert_eq!(s(&pitr["PointInTimeRecoveryEnabled"]), "true");
+    assert_eq!(
+        ref_name(&pitr["RecoveryPeriodInDays"]).as_deref(),
+        Some("BackupRecoveryDays")
+    );
+    assert_eq!(
+        ref_name(&t["Globals"]["Function"]["Environment"]["Variables"]["BACKUP_RECOVERY_DAYS"])
+            .as_deref(),
+        Some("BackupRecoveryDays")
+    );
+}
+
+#[test]
+fn sweep_runs_one_at_a_time_without_async_retries() {
+    let t = template();
+    let sweep = &resource(&t, "RetentionSweepFunction")["Properties"];
+    assert_eq!(s(&sweep["ReservedConcurrentExecutions"]), "1");
+    assert_eq!(s(&sweep["EventInvokeConfig"]["MaximumRetryAttempts"]), "0");
 }

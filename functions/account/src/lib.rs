@@ -1,10 +1,10 @@
-//! `account`: `/v1/me` (GET, POST onboarding, PATCH). Translates requests to
-//! `shared::services::accounts` calls.
+//! `account`: `/v1/me` (GET, POST onboarding, PATCH, DELETE), `/v1/me/deletion`, and
+//! `/v1/reports/child-account`. Translates requests to `shared::services` calls.
 
 use chrono::Utc;
 use lambda_http::{Body, Error, Request, Response};
 use shared::http::{self, json, json_body, route_key, Caller};
-use shared::services::accounts;
+use shared::services::{accounts, admin};
 use shared::{ApiError, App};
 
 pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
@@ -25,6 +25,21 @@ async fn route(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
             json(
                 200,
                 &accounts::update_me(app, &caller, &body, Utc::now()).await?,
+            )
+        }
+        Some("DELETE /v1/me") => {
+            let body = json_body(&req)?;
+            json(
+                202,
+                &accounts::delete_me(app, &caller, body, Utc::now()).await?,
+            )
+        }
+        Some("GET /v1/me/deletion") => json(200, &accounts::deletion_status(app, &caller).await?),
+        Some("POST /v1/reports/child-account") => {
+            let body = json_body(&req)?;
+            json(
+                202,
+                &admin::report_child_account(app, &caller, body, Utc::now()).await?,
             )
         }
         _ => Err(ApiError::client(404, "route_not_found", "no such route")),

@@ -22,8 +22,14 @@ async fn route(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
             http::json(
                 200,
                 &json!({
-                    "retention": PublishedPolicy::new(&app.config.retention, &app.config.policy_version),
+                    "retention": PublishedPolicy::new(
+                        &app.config.retention,
+                        &app.config.policy_version,
+                        app.config.backup_recovery_days,
+                    ),
                     "prices": prices,
+                    // Every kind of data held about a person: what, how long, how deleted.
+                    "data_map": shared::datamap::DATA_MAP,
                 }),
             )
         }

@@ -36,6 +36,12 @@ impl Prompt {
         Ok(Self(raw.to_string()))
     }
 
+    /// A prompt as it was stored: accepted under the input rules of its day, so it is not
+    /// checked against today's (a tightened limit must not make old jobs unreadable).
+    pub fn from_stored(raw: String) -> Self {
+        Self(raw)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -199,7 +205,6 @@ pub struct Job {
     pub failure_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    pub delete_at: Option<DateTime<Utc>>,
     pub provider: Option<String>,
     pub attempts: u32,
     pub idempotency_key: Option<String>,

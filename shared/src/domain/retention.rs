@@ -51,6 +51,15 @@ impl RetentionPolicy {
     }
 }
 
+/// R3: deleted content leaves every live store within this (the sweep runs every 5 minutes).
+pub const PURGE_WITHIN_HOURS: u32 = 24;
+
+/// The S3 lifecycle backstop for content kept `retention_days`: two days after the sweep's turn,
+/// so it never expires content the policy keeps (none at all under `until_deleted`).
+pub fn backstop_days(retention_days: u32) -> u32 {
+    retention_days + 2
+}
+
 /// The retention policy in force, as published.
 #[derive(Debug, Serialize)]
 pub struct PublishedPolicy {
@@ -58,6 +67,9 @@ pub struct PublishedPolicy {
     pub content_retention_days: Option<u32>,
     pub content_retention: String,
     pub deleted_content_purged_within_hours: u32,
+    /// Deleted data can survive this long in point-in-time-recovery backups.
+    pub deleted_content_purged_from_backups_within_days: u32,
+    pub deletion_promise: String,
     pub idempotency_record_hours: i64,
     pub log_retention_days: u32,
     pub minimum_age: u32,
@@ -65,7 +77,7 @@ pub struct PublishedPolicy {
 }
 
 impl PublishedPolicy {
-    pub fn new(policy: &RetentionPolicy, version: &str) -> Self {
+    pub fn new(policy: &RetentionPolicy, version: &str, backup_days: u32) -> Self {
         Self {
             policy_version: version.to_string(),
             content_retention_days: policy.content_days,
@@ -73,7 +85,11 @@ impl PublishedPolicy {
                 Some(d) => format!("{d} days"),
                 None => "until deleted".into(),
             },
-            deleted_content_purged_within_hours: 24,
+            deleted_content_purged_within_hours: PURGE_WITHIN_HOURS,
+            deleted_content_purged_from_backups_within_days: backup_days,
+            deletion_promise: format!(
+                "gone from live stores within {PURGE_WITHIN_HOURS} h, from backups within {backup_days} days"
+            ),
             idempotency_record_hours: RetentionPolicy::IDEMPOTENCY_HOURS,
             log_retention_days: 30,
             minimum_age: super::age::MINIMUM_AGE,

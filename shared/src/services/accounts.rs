@@ -41,16 +41,31 @@ async fn me_view(app: &App, profile: Profile) -> Result<Me, ApiError> {
     })
 }
 
-/// Every user route except onboarding answers 403 `onboarding_required` until it is done.
+/// Every user route except onboarding answers 403 `onboarding_required` until it is done, and
+/// every route but the deletion status answers 403 `account_deleted` once the account's
+/// deletion was requested (R4: deactivated at once).
 pub async fn require_onboarded(app: &App, caller: &Caller) -> Result<Profile, ApiError> {
-    app.store
+    let profile = app
+        .store
         .get_profile(caller.user_id.as_str())
         .await?
-        .ok_or_else(ApiError::onboarding_required)
+        .ok_or_else(ApiError::onboarding_required)?;
+    if profile.deleted_at.is_some() {
+        return Err(account_deleted());
+    }
+    Ok(profile)
 }
 
-/// `POST /v1/me`. Returns 201 on first onboarding, 200 when already onboarded.
-#[instrument(skip_all, fields(user_id = %caller.user_id))]
+fn account_deleted() -> ApiError {
+    ApiError::forbidden(
+        "account_deleted",
+        "this account is being deleted; GET /v1/me/deletion tells how far",
+    )
+}
+
+/// `POST /v1/me`. Returns 201 on first onboarding, 200 when already onboarded. Not
+/// instrumented with the subject: a refused under-13 sign-up must leave no identity in the logs.
+#[instrument(skip_all)]
 pub async fn onboard(
     app: &App,
     caller: &Caller,
@@ -59,6 +74,9 @@ pub async fn onboard(
 ) -> Result<(u16, Me), ApiError> {
     let user_id = caller.user_id.as_str();
     if let Some(existing) = app.store.get_profile(user_id).await? {
+        if existing.deleted_at.is_some() {
+            return Err(account_deleted());
+        }
         return Ok((200, me_view(app, existing).await?));
     }
     let confirmation = match age::check(
@@ -68,8 +86,15 @@ pub async fn onboard(
     )? {
         AgeCheck::Confirmed(how) => how,
         AgeCheck::Underage => {
-            // K1: refused, and nothing about this person is kept; only an anonymous count.
+            // K1: refused, and nothing about this person is kept: only an anonymous count. The
+            // identity-provider user goes too, and no log line names the subject.
             app.store.count_age_refusal(now.date_naive()).await?;
+            if let Err(e) = app.identity.delete_user(user_id).await {
+                tracing::error!(error = %e, "refused sign-up: identity-provider user not deleted");
+                return Err(ApiError::Unavailable(
+                    "identity provider unavailable".into(),
+                ));
+            }
             return Err(ApiError::forbidden(
                 "age_requirement",
                 format!(
@@ -83,6 +108,13 @@ pub async fn onboard(
         Some(raw) => DisplayName::parse(raw)?,
         None => default_display_name(caller.email.as_deref()),
     };
+    // The same identity after its account was deleted gets a new, empty account, without the
+    // signup credits a second time (the tombstone, keyed by a hash of the subject, tells).
+    let signup_credits = match app.store.tombstone(user_id).await? {
+        Some(t) if t.completed_at.is_none() => return Err(account_deleted()),
+        Some(_) => 0,
+        None => app.config.signup_credits,
+    };
     let outcome = app
         .store
         .onboard(
@@ -90,16 +122,18 @@ pub async fn onboard(
             caller.email.as_deref(),
             &display_name,
             confirmation.as_str(),
-            app.config.signup_credits,
+            signup_credits,
             now,
         )
         .await?;
     match outcome {
         OnboardOutcome::Created(profile) => {
-            tracing::info!(granted = app.config.signup_credits, "account onboarded");
-            let detail = serde_json::json!({"user_id": user_id, "amount": app.config.signup_credits, "cause": "grant:signup"});
-            if let Err(e) = app.events.publish("credits.granted", &detail).await {
-                tracing::warn!(error = ?e, "credits.granted event not published");
+            tracing::info!(user_id, granted = signup_credits, "account onboarded");
+            if signup_credits > 0 {
+                let detail = serde_json::json!({"user_id": user_id, "amount": signup_credits, "cause": "grant:signup"});
+                if let Err(e) = app.events.publish("credits.granted", &detail).await {
+                    tracing::warn!(error = ?e, "credits.granted event not published");
+                }
             }
             Ok((201, me_view(app, profile).await?))
         }
@@ -173,4 +207,117 @@ pub async fn update_me(
         .await?
         .ok_or_else(ApiError::onboarding_required)?;
     me_view(app, profile).await
+}
+
+/// The confirmation `DELETE /v1/me` requires, verbatim.
+pub const DELETE_CONFIRMATION: &str = "delete my account";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteAccountBody {
+    pub confirm: String,
+}
+
+/// `GET /v1/me/deletion` and the answer to `DELETE /v1/me`.
+#[derive(Debug, Serialize)]
+pub struct DeletionStatus {
+    /// `pending` until the sweep has erased everything, then `completed`.
+    pub status: &'static str,
+    pub requested_at: String,
+    pub completed_at: Option<String>,
+    /// The promise: gone from live stores within this, from backups within `backups_within_days`.
+    pub live_stores_within_hours: u32,
+    pub backups_within_days: u32,
+}
+
+fn deletion_status_view(app: &App, t: crate::store::Tombstone) -> DeletionStatus {
+    DeletionStatus {
+        status: if t.completed_at.is_some() {
+            "completed"
+        } else {
+            "pending"
+        },
+        requested_at: t.requested_at,
+        completed_at: t.completed_at,
+        live_stores_within_hours: crate::domain::retention::PURGE_WITHIN_HOURS,
+        backups_within_days: app.config.backup_recovery_days,
+    }
+}
+
+/// `DELETE /v1/me` (D3, R4): deactivates the account at once, cancels and refunds its
+/// unfinished jobs, and hands everything to the deletion pipeline.
+#[instrument(skip_all, fields(user_id = %caller.user_id))]
+pub async fn delete_me(
+    app: &App,
+    caller: &Caller,
+    body: DeleteAccountBody,
+    now: DateTime<Utc>,
+) -> Result<DeletionStatus, ApiError> {
+    if body.confirm != DELETE_CONFIRMATION {
+        return Err(ApiError::bad_request(
+            "confirmation_required",
+            format!("send {{\"confirm\": \"{DELETE_CONFIRMATION}\"}} to delete this account and all its data"),
+        ));
+    }
+    require_onboarded(app, caller).await?;
+    start_account_deletion(app, caller.user_id.as_str(), "user_request", now).await?;
+    let t = app
+        .store
+        .tombstone(caller.user_id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no tombstone after deletion")))?;
+    Ok(deletion_status_view(app, t))
+}
+
+/// Deactivates an account and commits its deletion record (self-service, or a confirmed child
+/// report); its unfinished jobs are cancelled and refunded. `false` if there was no active
+/// account.
+pub async fn start_account_deletion(
+    app: &App,
+    user_id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let anonymous_id = ulid::Ulid::new().to_string().to_lowercase();
+    let record = crate::store::DeletionRecord::account(user_id, reason, &anonymous_id, now);
+    let keep_until = crate::services::deletion::legal_keep_until(app, now);
+    if !app
+        .store
+        .deactivate_account(user_id, &record, keep_until, now)
+        .await?
+    {
+        return Ok(false);
+    }
+    let mut worker_may_write = false;
+    for job_id in app.store.unfinished_job_ids(user_id).await? {
+        if let Some((_, status)) = app
+            .store
+            .hide_job(user_id, &job_id, reason, false, now)
+            .await?
+        {
+            worker_may_write |= status == crate::domain::generation::JobStatus::Running;
+        }
+    }
+    if worker_may_write {
+        // A cancelled job's worker may still store images: the account's objects are removed
+        // once more after its lease.
+        app.store
+            .set_recheck(
+                &record.id,
+                now + chrono::Duration::minutes(crate::store::RECHECK_AFTER_MINUTES),
+            )
+            .await?;
+    }
+    tracing::info!(reason, "account deactivated; deletion pending");
+    Ok(true)
+}
+
+/// `GET /v1/me/deletion`: how far the deletion of the caller's account is.
+pub async fn deletion_status(app: &App, caller: &Caller) -> Result<DeletionStatus, ApiError> {
+    let t = app
+        .store
+        .tombstone(caller.user_id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("account deletion"))?;
+    Ok(deletion_status_view(app, t))
 }

@@ -15,8 +15,8 @@ use crate::domain::generation::{
 use crate::domain::pricing;
 use crate::error::ApiError;
 use crate::http::Caller;
-use crate::objects::generation_prefix;
 use crate::services::accounts::require_onboarded;
+use crate::services::deletion;
 use crate::store::keys::GEN_PREFIX;
 use crate::store::{CreateJob, CreateOutcome, IdempotencyRecord};
 
@@ -95,7 +95,12 @@ pub async fn view(app: &App, job: &Job) -> Result<GenerationView, ApiError> {
         credits_refunded: job.refunded,
         created_at: job.created_at.to_rfc3339(),
         updated_at: job.updated_at.to_rfc3339(),
-        delete_at: job.delete_at.map(|d| d.to_rfc3339()),
+        // R1: creation + the retention in force (a retention change reaches stored content).
+        delete_at: app
+            .config
+            .retention
+            .content_delete_at(job.created_at)
+            .map(|d| d.to_rfc3339()),
     })
 }
 
@@ -138,7 +143,13 @@ pub async fn create(
     now: DateTime<Utc>,
 ) -> Result<(u16, Value), ApiError> {
     let user_id = caller.user_id.as_str();
-    require_onboarded(app, caller).await?;
+    let profile = require_onboarded(app, caller).await?;
+    if profile.suspension.is_some() {
+        return Err(ApiError::forbidden(
+            "account_suspended",
+            "this account is suspended: it can read, export and delete its data, not generate",
+        ));
+    }
     let parsed: GenerationRequestBody = serde_json::from_value(body.clone())
         .map_err(|e| ApiError::bad_request("invalid_body", format!("request body: {e}")))?;
     let settings = GenerationSettings::parse(&parsed)?;
@@ -149,7 +160,6 @@ pub async fn create(
         .to_string()
         .to_lowercase();
     let cost = pricing::cost(settings.size, settings.quality, settings.n).get();
-    let delete_at = app.config.retention.content_delete_at(now);
     let queue_deadline =
         now + chrono::Duration::from_std(app.config.queue_timeout).unwrap_or_default();
     let job = Job {
@@ -164,7 +174,6 @@ pub async fn create(
         failure_reason: None,
         created_at: now,
         updated_at: now,
-        delete_at,
         provider: None,
         attempts: 0,
         idempotency_key: idem_key.clone(),
@@ -179,7 +188,6 @@ pub async fn create(
             settings: &settings,
             cost,
             now,
-            delete_at,
             queue_deadline,
             idempotency: idem_key.map(|key| IdempotencyRecord {
                 key,
@@ -242,6 +250,20 @@ pub async fn get(app: &App, caller: &Caller, id: &str) -> Result<GenerationView,
     view(app, &job).await
 }
 
+/// A page size: 1 to 100, 20 when absent.
+pub fn parse_limit(limit: Option<&str>) -> Result<i32, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(raw) => match raw.parse::<i32>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(
+                "invalid_limit",
+                format!("limit must be an integer from 1 to {MAX_PAGE}"),
+            )),
+        },
+    }
+}
+
 /// `GET /v1/generations`: newest first, `limit` 1 to 100, opaque cursor.
 pub async fn list(
     app: &App,
@@ -250,18 +272,7 @@ pub async fn list(
     after: Option<&str>,
 ) -> Result<Page<GenerationView>, ApiError> {
     require_onboarded(app, caller).await?;
-    let limit = match limit {
-        None => DEFAULT_PAGE,
-        Some(raw) => match raw.parse::<i32>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_limit",
-                    format!("limit must be an integer from 1 to {MAX_PAGE}"),
-                ))
-            }
-        },
-    };
+    let limit = parse_limit(limit)?;
     let start = after.map(|c| cursor::decode(c, GEN_PREFIX)).transpose()?;
     let (jobs, last) = app
         .store
@@ -291,15 +302,15 @@ pub async fn delete(
         return Err(ApiError::not_found("generation"));
     }
     let user_id = caller.user_id.as_str();
-    let refunded = app
+    let (record, status) = app
         .store
-        .delete_job(user_id, id, now)
+        .hide_job(user_id, id, "user_request", true, now)
         .await?
         .ok_or_else(|| ApiError::not_found("generation"))?;
-    let removed = app
-        .objects
-        .delete_prefix(&generation_prefix(user_id, id))
-        .await?;
-    tracing::info!(refunded, objects = removed, "generation deleted");
+    let refunded = matches!(status, JobStatus::Queued | JobStatus::Running);
+    // Gone from the API already; its item, objects and idempotency record go now, or (held,
+    // or on a failure) are left to the sweep by the committed record.
+    deletion::execute_now(app, &record, now).await;
+    tracing::info!(refunded, "generation deleted");
     Ok(())
 }

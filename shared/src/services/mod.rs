@@ -2,6 +2,8 @@
 //! the results back to responses.
 
 pub mod accounts;
+pub mod admin;
+pub mod deletion;
 pub mod generations;
 pub mod sweep;
 pub mod worker;

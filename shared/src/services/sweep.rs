@@ -1,20 +1,30 @@
-//! The retention sweep (R1 first part): refunds jobs stuck queued or running past their
-//! deadline, refunds dead-lettered jobs, and deletes generations (items and objects) and
-//! idempotency records whose deletion time has come. Everything is found by key-ordered
-//! index queries; nothing scans the table. One bad item never stops the rest: it is logged,
-//! counted in `errors`, and tried again on the next run.
+//! The retention sweep, one run per schedule tick (every 5 minutes, one run at a time). In order:
+//!
+//! 1. the deletion pipeline: every due deletion record is executed (R3, R4), under the holds in
+//!    force (R5);
+//! 2. jobs stuck queued or running past their deadline or lease are failed and refunded;
+//! 3. dead-lettered jobs are refunded;
+//! 4. items stamped with a deletion time that has come go (idempotency records, ended holds,
+//!    expired billing and admin records, counters);
+//! 5. content older than the retention in force enters the pipeline (R1): found by creation
+//!    time, so shortening the retention reaches content already stored.
+//!
+//! Everything is found by key-ordered index queries; nothing scans the table. If the holds in
+//! force cannot be read, nothing is deleted this run. One bad item never stops the rest: it is
+//! logged and counted in `errors` (published as a metric), and tried again on the next run. The
+//! run itself succeeds, so the scheduler never retries it on top of the next one.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use tracing::instrument;
 
 use crate::app::App;
 use crate::domain::generation::{Job, JobMessage, JobStatus};
-use crate::objects::generation_prefix;
 use crate::queue::DeadLetter;
+use crate::services::deletion::{self, Executed};
 use crate::services::worker::fail_and_announce;
-use crate::store::keys::{user_from_pk, GEN_PREFIX};
-use crate::store::{DueItem, FailGuard};
+use crate::store::keys::{self, user_from_pk, GEN_PREFIX, HOLD_PK};
+use crate::store::{DueItem, FailGuard, HoldSet};
 
 /// Most items handled per kind in one run; the next run continues.
 pub const BATCH_LIMIT: usize = 500;
@@ -24,11 +34,19 @@ pub const STUCK_REASON: &str =
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct SweepReport {
+    pub deletions_completed: usize,
+    pub deletions_rechecking: usize,
+    pub deletions_held: usize,
     pub stale_jobs_refunded: usize,
     pub dead_letters_refunded: usize,
     pub dead_letters_removed: usize,
+    /// Stamped items deleted (idempotency records, expired records, counters).
     pub items_deleted: usize,
-    pub objects_deleted: usize,
+    /// Content past the retention handed to the pipeline.
+    pub content_expired: usize,
+    /// Expired content left in place by a hold.
+    pub content_held: usize,
+    pub holds_ended: usize,
     /// Items or phases that failed this run (logged; retried next run).
     pub errors: usize,
 }
@@ -36,6 +54,20 @@ pub struct SweepReport {
 #[instrument(skip_all)]
 pub async fn run(app: &App, now: DateTime<Utc>) -> anyhow::Result<SweepReport> {
     let mut report = SweepReport::default();
+    let holds = match app.store.holds_in_force(now).await {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!(error = ?e, "holds unreadable: nothing is deleted this run");
+            report.errors += 1;
+            None
+        }
+    };
+    if let Some(holds) = &holds {
+        if let Err(e) = run_pipeline(app, holds, now, &mut report).await {
+            tracing::error!(error = ?e, "deletion phase failed");
+            report.errors += 1;
+        }
+    }
     // The phases are independent: one failing does not keep the others from running.
     if let Err(e) = refund_stale(app, now, &mut report).await {
         tracing::error!(error = ?e, "stale-job phase failed");
@@ -45,12 +77,39 @@ pub async fn run(app: &App, now: DateTime<Utc>) -> anyhow::Result<SweepReport> {
         tracing::error!(error = ?e, "dead-letter phase failed");
         report.errors += 1;
     }
-    if let Err(e) = delete_expired(app, now, &mut report).await {
-        tracing::error!(error = ?e, "expiry phase failed");
-        report.errors += 1;
+    if let Some(holds) = &holds {
+        if let Err(e) = delete_stamped(app, holds, now, &mut report).await {
+            tracing::error!(error = ?e, "expiry phase failed");
+            report.errors += 1;
+        }
+        if let Err(e) = expire_content(app, holds, now, &mut report).await {
+            tracing::error!(error = ?e, "content retention phase failed");
+            report.errors += 1;
+        }
     }
     tracing::info!(?report, "sweep done");
     Ok(report)
+}
+
+async fn run_pipeline(
+    app: &App,
+    holds: &HoldSet,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> anyhow::Result<()> {
+    for id in app.store.due_deletion_records(now, BATCH_LIMIT).await? {
+        match deletion::execute(app, &id, holds, now).await {
+            Ok(Executed::Done) => report.deletions_completed += 1,
+            Ok(Executed::Rechecking) => report.deletions_rechecking += 1,
+            Ok(Executed::Held) => report.deletions_held += 1,
+            Ok(Executed::Missing) => {}
+            Err(e) => {
+                tracing::error!(error = ?e, record = %id, "deletion not completed; retried next run");
+                report.errors += 1;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn job_key(due: &DueItem) -> Option<(&str, &str)> {
@@ -157,40 +216,96 @@ async fn refund_dead_letters(
     Ok(())
 }
 
-/// Deletes one due item; generations lose their objects first, and an unfinished job is left
-/// for the stale-job phase to fail and refund.
-async fn delete_due(
+/// Hands a generation past its retention to the pipeline, unless a hold covers it or it is
+/// unfinished (the stale-job phase fails and refunds those first).
+async fn expire_generation(
     app: &App,
-    due: &DueItem,
+    holds: &HoldSet,
+    user_id: &str,
+    job_id: &str,
     now: DateTime<Utc>,
     report: &mut SweepReport,
 ) -> anyhow::Result<()> {
-    if let Some((user_id, job_id)) = job_key(due) {
-        if let Some(job) = app.store.get_job(user_id, job_id).await? {
-            if matches!(job.status, JobStatus::Queued | JobStatus::Running) {
-                return Ok(());
-            }
-        }
-        // Objects first: if this run dies between the two, the item still points here.
-        report.objects_deleted += app
-            .objects
-            .delete_prefix(&generation_prefix(user_id, job_id))
-            .await?;
+    if holds.covers(user_id, Some(job_id)) {
+        report.content_held += 1;
+        return Ok(());
     }
-    if app.store.delete_if_due(due, now).await? {
-        report.items_deleted += 1;
+    let Some(job) = app.store.get_job(user_id, job_id).await? else {
+        return Ok(());
+    };
+    if matches!(job.status, JobStatus::Queued | JobStatus::Running) {
+        return Ok(());
+    }
+    if let Some((record, _)) = app
+        .store
+        .hide_job(user_id, job_id, "expiry", true, now)
+        .await?
+    {
+        report.content_expired += 1;
+        match deletion::execute(app, &record.id, holds, now).await? {
+            Executed::Done => report.deletions_completed += 1,
+            Executed::Rechecking => report.deletions_rechecking += 1,
+            Executed::Held => report.deletions_held += 1,
+            Executed::Missing => {}
+        }
     }
     Ok(())
 }
 
-async fn delete_expired(
+/// Items stamped with a deletion time (`EXP#` shards) whose time has come.
+async fn delete_stamped(
     app: &App,
+    holds: &HoldSet,
     now: DateTime<Utc>,
     report: &mut SweepReport,
 ) -> anyhow::Result<()> {
-    for due in app.store.due_for_deletion(now, BATCH_LIMIT).await? {
-        if let Err(e) = delete_due(app, &due, now, report).await {
-            tracing::error!(error = ?e, sk = %due.sk, "expired item not deleted");
+    for due in app.store.due_in(keys::EXP, now, BATCH_LIMIT).await? {
+        let outcome = async {
+            if let Some((user_id, job_id)) = job_key(&due) {
+                // Stamped by an earlier release; the policy decides now.
+                return expire_generation(app, holds, user_id, job_id, now, report).await;
+            }
+            if due.pk == HOLD_PK {
+                if crate::services::admin::end_hold(app, &due.sk, now).await? {
+                    report.holds_ended += 1;
+                }
+                return Ok(());
+            }
+            if app.store.delete_if_due(&due, now).await? {
+                report.items_deleted += 1;
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            tracing::error!(error = ?e, pk = %due.pk, "expired item not deleted");
+            report.errors += 1;
+        }
+    }
+    Ok(())
+}
+
+/// R1: content created before `now - retention` (`CONTENT#` shards, by creation time).
+async fn expire_content(
+    app: &App,
+    holds: &HoldSet,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> anyhow::Result<()> {
+    let Some(days) = app.config.retention.content_days() else {
+        return Ok(());
+    };
+    let created_before = now - Duration::days(i64::from(days));
+    for due in app
+        .store
+        .due_in(keys::CONTENT, created_before, BATCH_LIMIT)
+        .await?
+    {
+        let Some((user_id, job_id)) = job_key(&due) else {
+            continue;
+        };
+        if let Err(e) = expire_generation(app, holds, user_id, job_id, now, report).await {
+            tracing::error!(error = ?e, job_id, "expired generation not deleted");
             report.errors += 1;
         }
     }

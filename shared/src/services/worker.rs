@@ -12,7 +12,9 @@ use crate::app::App;
 use crate::domain::generation::{Job, JobMessage, StoredImage};
 use crate::objects::generation_prefix;
 use crate::provider::{ProviderError, ProviderRequest};
+use crate::services::deletion;
 use crate::store::ClaimOutcome;
+use crate::store::DeletionRecord;
 use crate::store::FailGuard;
 
 /// A message that could not be processed now; the queue redelivers it (and after
@@ -294,14 +296,19 @@ async fn release(
     Ok(())
 }
 
+/// Removes what this worker stored for a job it no longer owns (or could not finish): a
+/// deletion record first, so a failure or a crash here leaves the work to the sweep, then the
+/// record is worked off at once.
 async fn remove_objects(app: &App, job: &Job) {
-    if let Err(e) = app
-        .objects
-        .delete_prefix(&generation_prefix(&job.user_id, &job.id))
-        .await
-    {
-        tracing::error!(error = ?e, "could not remove the images of a lost job; the sweep's lifecycle backstop will");
+    let now = Utc::now();
+    let record = DeletionRecord::lost_job(&job.user_id, &job.id, now);
+    if let Err(e) = app.store.put_deletion_record(&record, now).await {
+        // Nothing durable names the objects: the job's own state does (the sweep fails a job
+        // whose lease ran out and removes its objects then).
+        tracing::error!(error = ?e, "could not record the cleanup of a lost job");
+        return;
     }
+    deletion::execute_now(app, &record, now).await;
 }
 
 /// Events are best effort: a failed publish is logged, never fails the job.

@@ -6,9 +6,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::item::{get_s, key, n, opt_s, s, Item};
-use super::keys::{user_pk, CREDITS, PK, PROFILE, SK};
+use super::keys::{self, user_pk, CREDITS, PK, PROFILE, SK};
 use super::txn::{transact, TxnOutcome};
 use super::Store;
+use crate::datamap::{new_item, spec_of, Kind};
 use crate::domain::credits::Cause;
 use crate::domain::profile::{AvatarUrl, DisplayName, Preferences};
 
@@ -22,6 +23,19 @@ pub struct Profile {
     pub age_confirmed_by: String,
     pub created_at: String,
     pub updated_at: String,
+    /// Set when the account's deletion was requested: deactivated at once (R4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspension: Option<Suspension>,
+}
+
+/// Why and since when an account is suspended (U5, K2): it may read, export and delete its data
+/// but not generate (or buy).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Suspension {
+    pub reason: String,
+    pub since: String,
 }
 
 pub enum OnboardOutcome {
@@ -57,6 +71,11 @@ fn profile_from_item(item: &Item) -> anyhow::Result<Profile> {
         age_confirmed_by: get_s(item, "age_confirmed_by")?.to_string(),
         created_at: get_s(item, "created_at")?.to_string(),
         updated_at: get_s(item, "updated_at")?.to_string(),
+        deleted_at: opt_s(item, "deleted_at"),
+        suspension: opt_s(item, "suspension_reason").map(|reason| Suspension {
+            reason,
+            since: opt_s(item, "suspended_at").unwrap_or_default(),
+        }),
     })
 }
 
@@ -76,6 +95,7 @@ impl Store {
 
     /// Creates the profile, the balance and the signup grant in one transaction; a second
     /// onboarding of the same subject changes nothing and returns the existing profile.
+    #[allow(clippy::too_many_arguments)]
     pub async fn onboard(
         &self,
         user_id: &str,
@@ -86,13 +106,11 @@ impl Store {
         now: DateTime<Utc>,
     ) -> anyhow::Result<OnboardOutcome> {
         let ts = now.to_rfc3339();
-        let mut profile = key(user_pk(user_id), PROFILE);
-        profile.insert("kind".into(), s("profile"));
+        let mut profile = new_item(Kind::Profile, user_pk(user_id), PROFILE);
         profile.insert("user_id".into(), s(user_id));
         profile.insert("display_name".into(), s(display_name.as_str()));
         profile.insert("preferences".into(), s("{}"));
         profile.insert("age_confirmed_by".into(), s(age_confirmed_by));
-        profile.insert("retention".into(), s("while_account_active"));
         profile.insert("created_at".into(), s(&ts));
         profile.insert("updated_at".into(), s(&ts));
         if let Some(email) = email {
@@ -149,7 +167,7 @@ impl Store {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), PROFILE)))
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(deleted_at)")
             .expression_attribute_values(":now", s(now.to_rfc3339()))
             .return_values(ReturnValue::AllNew);
         if let Some(name) = &update.display_name {
@@ -190,7 +208,23 @@ impl Store {
             .table_name(&self.table)
             .key(PK, s("STATS#age_refusals"))
             .key(SK, s(day.to_string()))
-            .update_expression("ADD refusals :one")
+            .update_expression(
+                "SET kind = :kind, retention = :ret, exp_pk = :epk, exp_at = :eat ADD refusals :one",
+            )
+            .expression_attribute_values(":kind", s(spec_of(Kind::AgeRefusalCounter).kind))
+            .expression_attribute_values(
+                ":ret",
+                s(spec_of(Kind::AgeRefusalCounter).retention.as_str()),
+            )
+            .expression_attribute_values(":epk", s(keys::exp_pk(&day.to_string())))
+            .expression_attribute_values(
+                ":eat",
+                n((day + chrono::Days::new(366))
+                    .and_hms_opt(0, 0, 0)
+                    .expect("midnight exists")
+                    .and_utc()
+                    .timestamp()),
+            )
             .expression_attribute_values(":one", n(1))
             .send()
             .await

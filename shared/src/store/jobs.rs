@@ -5,16 +5,18 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 
 use super::accounts::is_conditional_failure;
-use super::item::{get_n, get_s, key, n, opt_n, opt_s, s, Item};
+use serde::{Deserialize, Serialize};
+
+use super::deletion::DeletionRecord;
+use super::item::{get_n, get_s, key, n, s, Item};
 use super::keys::{self, gen_sk, idem_sk, user_pk, GEN_PREFIX};
 use super::txn::{transact, TxnOutcome};
 use super::Store;
+use crate::datamap::{new_item, Kind};
 use crate::domain::credits::Cause;
 use crate::domain::generation::{
     GenerationSettings, ImageSize, Job, JobStatus, OutputFormat, Prompt, Quality, StoredImage,
@@ -35,7 +37,6 @@ pub struct CreateJob<'a> {
     pub settings: &'a GenerationSettings,
     pub cost: u64,
     pub now: DateTime<Utc>,
-    pub delete_at: Option<DateTime<Utc>>,
     /// Past this, a job still queued is failed and refunded by the sweep.
     pub queue_deadline: DateTime<Utc>,
     pub idempotency: Option<IdempotencyRecord>,
@@ -65,81 +66,113 @@ pub enum FailGuard<'a> {
     DeadLettered(DateTime<Utc>),
 }
 
-fn job_item(c: &CreateJob<'_>) -> Item {
-    let mut item = key(user_pk(c.user_id), gen_sk(c.job_id));
-    let set = &c.settings;
-    item.insert("kind".into(), s("generation"));
-    item.insert("id".into(), s(c.job_id));
-    item.insert("user_id".into(), s(c.user_id));
-    item.insert("status".into(), s(JobStatus::Queued.as_str()));
-    item.insert("prompt".into(), s(set.prompt.as_str()));
-    item.insert("size".into(), s(set.size.as_str()));
-    item.insert("quality".into(), s(set.quality.as_str()));
-    item.insert("n".into(), n(set.n));
-    item.insert("seed".into(), n(set.seed));
-    item.insert("output_format".into(), s(set.output_format.as_str()));
-    item.insert("cost".into(), n(c.cost));
-    item.insert("refunded".into(), n(0));
-    item.insert("attempts".into(), n(0));
-    item.insert("images".into(), s("[]"));
-    // U3: providers are called in their no-training mode; every stored item records it.
-    item.insert("training_use".into(), s("none"));
-    item.insert("created_at".into(), s(c.now.to_rfc3339()));
-    item.insert("updated_at".into(), s(c.now.to_rfc3339()));
-    item.insert(keys::LEASE_PK.into(), s(keys::lease_pk(c.job_id)));
-    item.insert(keys::LEASE_UNTIL.into(), n(c.queue_deadline.timestamp()));
-    if let Some(at) = c.delete_at {
-        item.insert("delete_at".into(), s(at.to_rfc3339()));
-        item.insert(keys::EXP_PK.into(), s(keys::exp_pk(c.job_id)));
-        item.insert(keys::EXP_AT.into(), n(at.timestamp()));
-        // Backstop only, a day after the sweep's turn.
-        item.insert(keys::TTL.into(), n(at.timestamp() + 86_400));
-    }
-    if let Some(idem) = &c.idempotency {
-        item.insert("idempotency_key".into(), s(&idem.key));
-    }
-    item
+/// A generation as stored: one serde struct, read without today's input rules (a tightened
+/// prompt limit must not make old jobs unreadable, unrefundable or undeletable).
+#[derive(Debug, Serialize, Deserialize)]
+struct JobRecord {
+    id: String,
+    user_id: String,
+    status: String,
+    prompt: String,
+    size: String,
+    quality: String,
+    n: u8,
+    seed: u64,
+    output_format: String,
+    cost: u64,
+    #[serde(default)]
+    refunded: u64,
+    #[serde(default)]
+    attempts: u32,
+    #[serde(default)]
+    images: Vec<StoredImage>,
+    /// U3: providers are called in their no-training mode; every stored item records it.
+    training_use: String,
+    created_at: String,
+    updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failure_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failure_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<String>,
+    /// Set when the job was deleted: hidden from the API, its removal left to the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deleted_at: Option<String>,
 }
 
-fn time(item: &Item, name: &str) -> anyhow::Result<DateTime<Utc>> {
-    Ok(DateTime::parse_from_rfc3339(get_s(item, name)?)
+fn job_item(c: &CreateJob<'_>) -> anyhow::Result<Item> {
+    let set = &c.settings;
+    let record = JobRecord {
+        id: c.job_id.to_string(),
+        user_id: c.user_id.to_string(),
+        status: JobStatus::Queued.as_str().into(),
+        prompt: set.prompt.as_str().into(),
+        size: set.size.as_str().into(),
+        quality: set.quality.as_str().into(),
+        n: set.n,
+        seed: set.seed,
+        output_format: set.output_format.as_str().into(),
+        cost: c.cost,
+        refunded: 0,
+        attempts: 0,
+        images: vec![],
+        training_use: "none".into(),
+        created_at: c.now.to_rfc3339(),
+        updated_at: c.now.to_rfc3339(),
+        failure_code: None,
+        failure_reason: None,
+        provider: None,
+        idempotency_key: c.idempotency.as_ref().map(|i| i.key.clone()),
+        deleted_at: None,
+    };
+    let mut item = new_item(Kind::Generation, user_pk(c.user_id), gen_sk(c.job_id));
+    item.extend(serde_dynamo::to_item::<_, Item>(record)?);
+    item.insert(keys::LEASE_PK.into(), s(keys::lease_pk(c.job_id)));
+    item.insert(keys::LEASE_UNTIL.into(), n(c.queue_deadline.timestamp()));
+    // R1: found by creation time, due at creation + the retention in force at each sweep, so a
+    // retention change reaches stored content. No TTL: it could not follow such a change.
+    item.insert(keys::EXP_PK.into(), s(keys::content_pk(c.job_id)));
+    item.insert(keys::EXP_AT.into(), n(c.now.timestamp()));
+    Ok(item)
+}
+
+fn time(raw: &str, name: &str) -> anyhow::Result<DateTime<Utc>> {
+    Ok(DateTime::parse_from_rfc3339(raw)
         .with_context(|| format!("stored {name}"))?
         .with_timezone(&Utc))
 }
 
-pub(super) fn job_from_item(item: &Item) -> anyhow::Result<Job> {
-    let status = JobStatus::parse(get_s(item, "status")?).map_err(|e| anyhow::anyhow!(e))?;
-    let settings = GenerationSettings {
-        prompt: Prompt::parse(get_s(item, "prompt")?).map_err(|e| anyhow::anyhow!(e))?,
-        size: ImageSize::parse(get_s(item, "size")?).map_err(|e| anyhow::anyhow!(e))?,
-        quality: Quality::parse(get_s(item, "quality")?).map_err(|e| anyhow::anyhow!(e))?,
-        n: get_n(item, "n")?,
-        seed: get_n(item, "seed")?,
-        output_format: OutputFormat::parse(get_s(item, "output_format")?)
-            .map_err(|e| anyhow::anyhow!(e))?,
+/// A stored job, hidden ones included (`deleted_at` tells).
+pub(super) fn job_from_item(item: &Item) -> anyhow::Result<(Job, Option<String>)> {
+    let r: JobRecord = serde_dynamo::from_item(item.clone()).context("stored generation")?;
+    let parse = |e: crate::domain::Invalid| anyhow::anyhow!(e);
+    let job = Job {
+        status: JobStatus::parse(&r.status).map_err(parse)?,
+        settings: GenerationSettings {
+            prompt: Prompt::from_stored(r.prompt),
+            size: ImageSize::parse(&r.size).map_err(parse)?,
+            quality: Quality::parse(&r.quality).map_err(parse)?,
+            n: r.n,
+            seed: r.seed,
+            output_format: OutputFormat::parse(&r.output_format).map_err(parse)?,
+        },
+        cost: r.cost,
+        refunded: r.refunded,
+        images: r.images,
+        failure_code: r.failure_code,
+        failure_reason: r.failure_reason,
+        created_at: time(&r.created_at, "created_at")?,
+        updated_at: time(&r.updated_at, "updated_at")?,
+        provider: r.provider,
+        attempts: r.attempts,
+        idempotency_key: r.idempotency_key,
+        id: r.id,
+        user_id: r.user_id,
     };
-    let images: Vec<StoredImage> =
-        serde_json::from_str(get_s(item, "images")?).context("stored images")?;
-    Ok(Job {
-        id: get_s(item, "id")?.to_string(),
-        user_id: get_s(item, "user_id")?.to_string(),
-        status,
-        settings,
-        cost: get_n(item, "cost")?,
-        refunded: opt_n(item, "refunded").unwrap_or(0),
-        images,
-        failure_code: opt_s(item, "failure_code"),
-        failure_reason: opt_s(item, "failure_reason"),
-        created_at: time(item, "created_at")?,
-        updated_at: time(item, "updated_at")?,
-        delete_at: opt_s(item, "delete_at")
-            .map(|v| DateTime::parse_from_rfc3339(&v).map(|d| d.with_timezone(&Utc)))
-            .transpose()
-            .context("stored delete_at")?,
-        provider: opt_s(item, "provider"),
-        attempts: opt_n(item, "attempts").unwrap_or(0),
-        idempotency_key: opt_s(item, "idempotency_key"),
-    })
+    Ok((job, r.deleted_at))
 }
 
 impl Store {
@@ -162,8 +195,7 @@ impl Store {
                 + chrono::Duration::hours(
                     crate::domain::retention::RetentionPolicy::IDEMPOTENCY_HOURS,
                 );
-            let mut rec = key(user_pk(c.user_id), idem_sk(&idem.key));
-            rec.insert("kind".into(), s("idempotency"));
+            let mut rec = new_item(Kind::Idempotency, user_pk(c.user_id), idem_sk(&idem.key));
             rec.insert("request_hash".into(), s(&idem.request_hash));
             rec.insert("status_code".into(), n(idem.status));
             rec.insert("body".into(), s(&idem.body));
@@ -193,7 +225,7 @@ impl Store {
                 .put(
                     Put::builder()
                         .table_name(&self.table)
-                        .set_item(Some(job_item(c)))
+                        .set_item(Some(job_item(c)?))
                         .condition_expression("attribute_not_exists(pk)")
                         .build()?,
                 )
@@ -256,7 +288,12 @@ impl Store {
             .transpose()
     }
 
-    pub async fn get_job(&self, user_id: &str, job_id: &str) -> anyhow::Result<Option<Job>> {
+    /// A job as stored, hidden (deleted) ones included, with its `deleted_at`.
+    pub async fn get_job_any(
+        &self,
+        user_id: &str,
+        job_id: &str,
+    ) -> anyhow::Result<Option<(Job, Option<String>)>> {
         let out = self
             .client
             .get_item()
@@ -269,7 +306,16 @@ impl Store {
         out.item().map(job_from_item).transpose()
     }
 
-    /// The user's generations, newest first; returns the page and the last key read.
+    /// A job visible through the API (strongly consistent: a deleted job never reappears).
+    pub async fn get_job(&self, user_id: &str, job_id: &str) -> anyhow::Result<Option<Job>> {
+        Ok(match self.get_job_any(user_id, job_id).await? {
+            Some((job, None)) => Some(job),
+            _ => None,
+        })
+    }
+
+    /// The user's visible generations, newest first, read strongly consistently; returns the
+    /// page and the last key read (a page may hold fewer than `limit` when some were deleted).
     pub async fn list_jobs(
         &self,
         user_id: &str,
@@ -282,9 +328,11 @@ impl Store {
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .filter_expression("attribute_not_exists(deleted_at)")
             .expression_attribute_values(":pk", s(user_pk(user_id)))
             .expression_attribute_values(":p", s(GEN_PREFIX))
             .scan_index_forward(false)
+            .consistent_read(true)
             .limit(limit)
             .set_exclusive_start_key(start)
             .send()
@@ -293,7 +341,7 @@ impl Store {
         let jobs = out
             .items()
             .iter()
-            .map(job_from_item)
+            .map(|i| job_from_item(i).map(|(job, _)| job))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let last = out
             .last_evaluated_key()
@@ -301,6 +349,39 @@ impl Store {
             .and_then(|v| v.as_s().ok())
             .cloned();
         Ok((jobs, last))
+    }
+
+    /// Ids of the user's jobs still queued or running (account deletion cancels them).
+    pub async fn unfinished_job_ids(&self, user_id: &str) -> anyhow::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .filter_expression(
+                    "#st IN (:queued, :running) AND attribute_not_exists(deleted_at)",
+                )
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":pk", s(user_pk(user_id)))
+                .expression_attribute_values(":p", s(GEN_PREFIX))
+                .expression_attribute_values(":queued", s(JobStatus::Queued.as_str()))
+                .expression_attribute_values(":running", s(JobStatus::Running.as_str()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .context("finding unfinished jobs")?;
+            for item in out.items() {
+                ids.push(get_s(item, "id")?.to_string());
+            }
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(ids);
+            }
+        }
     }
 
     /// Claims a queued job (or one whose lease has run out) for `owner`.
@@ -323,7 +404,8 @@ impl Store {
                  lease_pk = :lpk, updated_at = :ts ADD attempts :one",
             )
             .condition_expression(
-                "attribute_exists(pk) AND (#st = :queued OR (#st = :running AND lease_until < :now))",
+                "attribute_exists(pk) AND attribute_not_exists(deleted_at) \
+                 AND (#st = :queued OR (#st = :running AND lease_until < :now))",
             )
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":running", s(JobStatus::Running.as_str()))
@@ -340,7 +422,7 @@ impl Store {
         match result {
             Ok(out) => {
                 let item = out.attributes().context("claim returned no item")?;
-                Ok(ClaimOutcome::Claimed(Box::new(job_from_item(item)?)))
+                Ok(ClaimOutcome::Claimed(Box::new(job_from_item(item)?.0)))
             }
             Err(e) if is_conditional_failure(&e) => {
                 let current = self.get_job(user_id, job_id).await?;
@@ -400,7 +482,7 @@ impl Store {
              REMOVE lease_owner, lease_until, lease_pk",
             vec![
                 (":done", s(JobStatus::Succeeded.as_str())),
-                (":images", s(serde_json::to_string(images)?)),
+                (":images", serde_dynamo::to_attribute_value(images)?),
                 (":provider", s(provider)),
                 (":ts", s(now.to_rfc3339())),
             ],
@@ -472,8 +554,12 @@ impl Store {
                 .expression_attribute_values(":queued", s(JobStatus::Queued.as_str()))
                 .expression_attribute_values(":now", n(at.timestamp())),
         };
+        // Whatever a worker stored for a failed job goes (it may still be writing when the
+        // sweep fails it): the record is worked off at once and once more after the lease.
+        let cleanup = DeletionRecord::lost_job(&job.user_id, &job.id, now);
         let items = vec![
             TransactWriteItem::builder().update(update.build()?).build(),
+            self.deletion_record_put(&cleanup, now)?,
             self.balance_add(&job.user_id, job.cost)?,
             self.ledger_put(
                 &job.user_id,
@@ -490,53 +576,54 @@ impl Store {
         ))
     }
 
-    /// Deletes an idempotency record (it holds the first response, prompt included) if it still
-    /// belongs to `job_id`; a key reused after expiry by another job keeps its record.
-    async fn delete_idempotency_of(
-        &self,
-        user_id: &str,
-        key_value: &str,
-        job_id: &str,
-    ) -> anyhow::Result<()> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(user_pk(user_id), idem_sk(key_value))))
-            .condition_expression("job_id = :id")
-            .expression_attribute_values(":id", s(job_id))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional_failure(&e) => Ok(()),
-            Err(e) => Err(anyhow::anyhow!(e).context("deleting an idempotency record")),
-        }
-    }
-
-    /// Removes the job from the API at once. An unfinished job (queued or running) is cancelled
-    /// and refunded in the same transaction: a worker still running it then fails its
-    /// completion condition and removes what it stored. Returns whether credits were refunded;
-    /// `None` if the job does not exist.
-    pub async fn delete_job(
+    /// Hides the job from the API at once and commits, in the same transaction, the deletion
+    /// record naming what remains (its item, its idempotency record, its objects). An
+    /// unfinished job is cancelled and refunded in that transaction too: a worker still
+    /// running it then fails its completion condition. Returns the record and whether credits
+    /// were refunded; `None` if there is no visible job.
+    ///
+    /// Without `commit_record` the job is only hidden (cancelled and refunded if unfinished):
+    /// account deletion, whose own record covers everything of the user, uses that.
+    pub async fn hide_job(
         &self,
         user_id: &str,
         job_id: &str,
+        reason: &str,
+        commit_record: bool,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<Option<bool>> {
+    ) -> anyhow::Result<Option<(DeletionRecord, JobStatus)>> {
         for _ in 0..3 {
             let Some(job) = self.get_job(user_id, job_id).await? else {
                 return Ok(None);
             };
-            let refund = matches!(job.status, JobStatus::Queued | JobStatus::Running);
-            let delete = Delete::builder()
+            let unfinished = matches!(job.status, JobStatus::Queued | JobStatus::Running);
+            let record = DeletionRecord::generation(&job, reason, now);
+            let mut update = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(user_pk(user_id), gen_sk(job_id))))
-                .condition_expression("#st = :st")
+                .condition_expression("#st = :st AND attribute_not_exists(deleted_at)")
                 .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":st", s(job.status.as_str()));
-            let mut items = vec![TransactWriteItem::builder().delete(delete.build()?).build()];
-            if refund {
+                .expression_attribute_values(":st", s(job.status.as_str()))
+                .expression_attribute_values(":now", s(now.to_rfc3339()));
+            update = if unfinished {
+                update
+                    .update_expression(
+                        "SET deleted_at = :now, updated_at = :now, #st = :canceled, refunded = :cost \
+                         REMOVE lease_owner, lease_until, lease_pk, exp_pk, exp_at",
+                    )
+                    .expression_attribute_values(":canceled", s(JobStatus::Canceled.as_str()))
+                    .expression_attribute_values(":cost", n(job.cost))
+            } else {
+                update.update_expression(
+                    "SET deleted_at = :now, updated_at = :now \
+                     REMOVE lease_owner, lease_until, lease_pk, exp_pk, exp_at",
+                )
+            };
+            let mut items = vec![TransactWriteItem::builder().update(update.build()?).build()];
+            if commit_record {
+                items.push(self.deletion_record_put(&record, now)?);
+            }
+            if unfinished {
                 items.push(self.balance_add(user_id, job.cost)?);
                 items.push(self.ledger_put(
                     user_id,
@@ -548,12 +635,7 @@ impl Store {
                 )?);
             }
             match transact(&self.client, "delete generation", items).await? {
-                TxnOutcome::Committed => {
-                    if let Some(k) = &job.idempotency_key {
-                        self.delete_idempotency_of(user_id, k, job_id).await?;
-                    }
-                    return Ok(Some(refund));
-                }
+                TxnOutcome::Committed => return Ok(Some((record, job.status))),
                 // The status moved under us (claimed, finished): read again and retry.
                 TxnOutcome::ConditionFailed(_) => continue,
             }

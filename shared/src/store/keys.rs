@@ -21,6 +21,20 @@ pub const CREDITS: &str = "CREDITS";
 pub const LEDGER_PREFIX: &str = "LEDGER#";
 pub const GEN_PREFIX: &str = "GEN#";
 pub const IDEM_PREFIX: &str = "IDEM#";
+pub const REF_PREFIX: &str = "REF#";
+pub const RATE_PREFIX: &str = "RATE#";
+pub const HOLD_PK: &str = "HOLD";
+pub const AUDIT_PK: &str = "AUDIT";
+pub const REPORT_PK: &str = "REPORT";
+pub const RECORD: &str = "RECORD";
+pub const ACCOUNT: &str = "ACCOUNT";
+
+/// `by-expiry` partitions: `EXP#<n>` items carry their deletion time in `exp_at`;
+/// `CONTENT#<n>` items carry their creation time (due at creation + the retention in force);
+/// `DEL#<n>` are deletion records, due at `exp_at` (at once, or at a recheck time).
+pub const EXP: &str = "EXP#";
+pub const CONTENT: &str = "CONTENT#";
+pub const DEL: &str = "DEL#";
 
 pub fn user_pk(user_id: &str) -> String {
     format!("USER#{user_id}")
@@ -48,15 +62,44 @@ fn shard(seed: &str) -> u32 {
 }
 
 pub fn exp_pk(seed: &str) -> String {
-    format!("EXP#{}", shard(seed))
+    format!("{EXP}{}", shard(seed))
+}
+
+pub fn content_pk(seed: &str) -> String {
+    format!("{CONTENT}{}", shard(seed))
+}
+
+pub fn del_pk(seed: &str) -> String {
+    format!("{DEL}{}", shard(seed))
+}
+
+pub fn deletion_pk(id: &str) -> String {
+    format!("DELETION#{id}")
+}
+
+pub fn anon_pk(anon_id: &str) -> String {
+    format!("ANON#{anon_id}")
+}
+
+pub fn tombstone_pk(subject_hash: &str) -> String {
+    format!("TOMBSTONE#{subject_hash}")
+}
+
+pub fn ref_sk(pk: &str, sk: &str) -> String {
+    format!("{REF_PREFIX}{pk}#{sk}")
+}
+
+pub fn rate_sk(action: &str, day: &str) -> String {
+    format!("{RATE_PREFIX}{action}#{day}")
 }
 
 pub fn lease_pk(seed: &str) -> String {
     format!("LEASE#{}", shard(seed))
 }
 
-pub fn all_exp_pks() -> impl Iterator<Item = String> {
-    (0..SHARDS).map(|n| format!("EXP#{n}"))
+/// Every shard of one `by-expiry` partition family (`EXP`, `CONTENT`, `DEL`).
+pub fn all_shards(family: &'static str) -> impl Iterator<Item = String> {
+    (0..SHARDS).map(move |n| format!("{family}{n}"))
 }
 
 pub fn all_lease_pks() -> impl Iterator<Item = String> {

@@ -6,9 +6,10 @@ use anyhow::Context;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 
-use super::item::{get_n, get_s, key, n, opt_n, s};
+use super::item::{get_n, get_s, n, opt_n, s};
 use super::keys::{ledger_sk, user_pk, LEDGER_PREFIX};
 use super::Store;
+use crate::datamap::{new_item, spec_of, Kind};
 use crate::domain::credits::{Cause, EntryKind, LedgerEntry};
 
 impl Store {
@@ -23,9 +24,10 @@ impl Store {
                 Update::builder()
                     .table_name(&self.table)
                     .set_key(Some(Self::credits_key(user_id)))
-                    .update_expression("ADD balance :a SET kind = :k")
+                    .update_expression("ADD balance :a SET kind = :k, retention = :r")
                     .expression_attribute_values(":a", n(amount))
-                    .expression_attribute_values(":k", s("balance"))
+                    .expression_attribute_values(":k", s(spec_of(Kind::Balance).kind))
+                    .expression_attribute_values(":r", s(spec_of(Kind::Balance).retention.as_str()))
                     .build()?,
             )
             .build())
@@ -58,13 +60,11 @@ impl Store {
         amount: i64,
         now: DateTime<Utc>,
     ) -> anyhow::Result<TransactWriteItem> {
-        let mut item = key(user_pk(user_id), ledger_sk(&cause.key()));
-        item.insert("kind".into(), s("ledger"));
+        let mut item = new_item(Kind::LedgerEntry, user_pk(user_id), ledger_sk(&cause.key()));
         item.insert("entry_kind".into(), s(cause.kind().as_str()));
         item.insert("cause".into(), s(cause.key()));
         item.insert("amount".into(), n(amount));
         item.insert("created_at".into(), s(now.to_rfc3339()));
-        item.insert("retention".into(), s("billing_record"));
         Ok(TransactWriteItem::builder()
             .put(
                 Put::builder()
@@ -92,6 +92,19 @@ impl Store {
 
     /// Every ledger entry of the user.
     pub async fn ledger_entries(&self, user_id: &str) -> anyhow::Result<Vec<LedgerEntry>> {
+        self.ledger_entries_in(&user_pk(user_id)).await
+    }
+
+    /// The billing records kept under a deleted account's anonymous id (R4).
+    pub async fn anonymous_ledger_entries(
+        &self,
+        anonymous_id: &str,
+    ) -> anyhow::Result<Vec<LedgerEntry>> {
+        self.ledger_entries_in(&super::keys::anon_pk(anonymous_id))
+            .await
+    }
+
+    async fn ledger_entries_in(&self, pk: &str) -> anyhow::Result<Vec<LedgerEntry>> {
         let mut entries = Vec::new();
         let mut start = None;
         loop {
@@ -100,7 +113,7 @@ impl Store {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":pk", s(user_pk(user_id)))
+                .expression_attribute_values(":pk", s(pk))
                 .expression_attribute_values(":p", s(LEDGER_PREFIX))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)

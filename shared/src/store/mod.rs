@@ -15,14 +15,20 @@
 //! `lease_until`) finds jobs queued or running past their deadline.
 
 mod accounts;
-mod item;
+mod admin;
+mod deletion;
+mod erasure;
+pub(crate) mod item;
 mod jobs;
 pub mod keys;
 mod ledger;
 mod sweep;
 mod txn;
 
-pub use accounts::{OnboardOutcome, Profile, ProfileUpdate};
+pub use accounts::{OnboardOutcome, Profile, ProfileUpdate, Suspension};
+pub use admin::{AuditRecord, ChildReport, Hold, HoldSet, ReportStatus, SYSTEM_ACTOR};
+pub use deletion::{AccountErasure, DeletionRecord, ItemRef, RECHECK_AFTER_MINUTES};
+pub use erasure::{subject_hash, Erased, Tombstone};
 pub use jobs::{ClaimOutcome, CreateJob, CreateOutcome, FailGuard, IdempotencyRecord};
 pub use sweep::DueItem;
 pub use txn::Contention;

@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
 use super::accounts::is_conditional_failure;
-use super::item::{get_s, key, n, s};
+use super::item::{get_s, key, n};
 use super::keys;
 use super::Store;
 
@@ -64,18 +64,20 @@ impl Store {
         Ok(due)
     }
 
-    /// Items whose deletion time has come, oldest first within each shard.
-    pub async fn due_for_deletion(
+    /// Keys of the items of one `by-expiry` family (`EXP#`, `CONTENT#`, `DEL#`) whose sort
+    /// key is at most `until`, oldest first within each shard.
+    pub async fn due_in(
         &self,
-        now: DateTime<Utc>,
+        family: &'static str,
+        until: DateTime<Utc>,
         limit: usize,
     ) -> anyhow::Result<Vec<DueItem>> {
         self.due(
             keys::EXPIRY_INDEX,
             keys::EXP_PK,
             keys::EXP_AT,
-            keys::all_exp_pks(),
-            now,
+            keys::all_shards(family),
+            until,
             limit,
         )
         .await
@@ -98,25 +100,16 @@ impl Store {
         .await
     }
 
-    /// Deletes an item if its deletion time has come (the index may lag the table) and it is
-    /// not an unfinished job (those are failed and refunded first, then deleted).
+    /// Deletes an item stamped with a deletion time if that time has come (the index may lag
+    /// the table).
     pub async fn delete_if_due(&self, item: &DueItem, now: DateTime<Utc>) -> anyhow::Result<bool> {
         let result = self
             .client
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key(&item.pk, &item.sk)))
-            .condition_expression("exp_at <= :now AND NOT (#st IN (:queued, :running))")
-            .expression_attribute_names("#st", "status")
+            .condition_expression("exp_at <= :now")
             .expression_attribute_values(":now", n(now.timestamp()))
-            .expression_attribute_values(
-                ":queued",
-                s(crate::domain::generation::JobStatus::Queued.as_str()),
-            )
-            .expression_attribute_values(
-                ":running",
-                s(crate::domain::generation::JobStatus::Running.as_str()),
-            )
             .send()
             .await;
         match result {

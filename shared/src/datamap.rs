@@ -1,0 +1,274 @@
+//! The data map: every kind of item and object this service stores about a person, with its key
+//! shape, its POLICY category, how long it is kept, how it is deleted and whether the export
+//! carries it. It is the spine of the privacy promises:
+//!
+//! - adapters create items only through [`new_item`], which takes a [`Kind`] of this map and
+//!   stamps the item with its `kind` and `retention` class, so nothing unmapped is written;
+//! - `GET /v1/policy` publishes [`DATA_MAP`];
+//! - a test walks every item and object the suite created and fails on anything that matches no
+//!   kind here or lacks its deletion time or retention class (`tests/api/datamap.rs`).
+//!
+//! A feature that stores a new kind adds it here, to `/v1/me/data`, to the export and to account
+//! deletion in the same change.
+
+use serde::Serialize;
+
+use crate::store::item::{key, s, Item};
+
+/// How long a kind is kept, as a class; the period is in [`KindSpec::period`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionClass {
+    /// R1: the content retention in force (`RETENTION_DAYS`), counted from creation; shortening
+    /// it applies to stored content at the next sweep.
+    Content,
+    /// A fixed lifetime from creation, stamped on the item (`exp_at`).
+    Fixed,
+    /// R6: kept while the account is active; removed by account deletion.
+    WhileAccountActive,
+    /// R4: billing records, kept for the legal period under an anonymous id.
+    BillingRecord,
+    /// Admin records (audit, reports): the legal period, subjects replaced by anonymous ids.
+    AdminRecord,
+    /// Work in progress: removed as soon as the work is done.
+    UntilDone,
+    /// While an admin keeps it in force; removed when lifted or ended.
+    WhileInForce,
+    /// Holds no personal data.
+    Anonymous,
+}
+
+impl RetentionClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Content => "content",
+            Self::Fixed => "fixed",
+            Self::WhileAccountActive => "while_account_active",
+            Self::BillingRecord => "billing_record",
+            Self::AdminRecord => "admin_record",
+            Self::UntilDone => "until_done",
+            Self::WhileInForce => "while_in_force",
+            Self::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// Where a kind is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Store {
+    Table,
+    Bucket,
+}
+
+/// Which deletion time an item of a kind must carry (checked by the data-map test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletionTime {
+    /// Indexed by creation time (`exp_pk` = `CONTENT#<shard>`): due at creation + retention.
+    FromPolicy,
+    /// Stamped: `exp_pk` = `EXP#<shard>` and `exp_at` = deletion time.
+    Stamped,
+    /// Due at once (`exp_pk` = `DEL#<shard>`): worked off by the sweep's first phase.
+    DueNow,
+    /// Lives in the user's partition and goes with the account (no time of its own).
+    WithAccount,
+    /// Lives in its own partition; removed by the action that ends it (lift, completion).
+    ByAction,
+    /// Under `users/<sub>/...`: deleted with its item (generation) or the account.
+    WithOwnerItem,
+}
+
+/// Every kind the service stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Profile,
+    Balance,
+    LedgerEntry,
+    AnonymousLedgerEntry,
+    Generation,
+    Idempotency,
+    DeletionRecord,
+    DeletionTombstone,
+    Reference,
+    Hold,
+    AuditRecord,
+    ChildReport,
+    RateCounter,
+    AgeRefusalCounter,
+    GeneratedImage,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct KindSpec {
+    #[serde(skip)]
+    pub id: Kind,
+    /// The `kind` attribute of its items (or the object kind's name).
+    pub kind: &'static str,
+    pub store: Store,
+    /// `pk | sk` for items, the key pattern for objects.
+    pub key_shape: &'static str,
+    /// What it holds, in words.
+    pub holds: &'static str,
+    /// `POLICY.md` category: C1 account, C2 payment, C3 usage, C4 content.
+    pub category: &'static str,
+    pub retention: RetentionClass,
+    /// How long, in words (periods come from configuration where one is named).
+    pub period: &'static str,
+    pub deletion_time: DeletionTime,
+    /// How it is deleted.
+    pub deletion: &'static str,
+    /// Whether the account export carries it.
+    pub exported: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn spec(
+    id: Kind,
+    kind: &'static str,
+    store: Store,
+    key_shape: &'static str,
+    holds: &'static str,
+    category: &'static str,
+    retention: RetentionClass,
+    period: &'static str,
+    deletion_time: DeletionTime,
+    deletion: &'static str,
+    exported: bool,
+) -> KindSpec {
+    KindSpec {
+        id,
+        kind,
+        store,
+        key_shape,
+        holds,
+        category,
+        retention,
+        period,
+        deletion_time,
+        deletion,
+        exported,
+    }
+}
+
+use DeletionTime as T;
+use RetentionClass as R;
+use Store::{Bucket, Table};
+
+pub const DATA_MAP: &[KindSpec] = &[
+    spec(Kind::Profile, "profile", Table, "USER#<sub> | PROFILE",
+        "email, display name, avatar URL, preferences, how the age was confirmed, suspension state",
+        "C1", R::WhileAccountActive, "while the account is active",
+        T::WithAccount, "account deletion (removed within one sweep)", true),
+    spec(Kind::Balance, "balance", Table, "USER#<sub> | CREDITS",
+        "the credit balance", "C2", R::WhileAccountActive, "while the account is active",
+        T::WithAccount, "account deletion (the ledger keeps the history)", true),
+    spec(Kind::LedgerEntry, "ledger", Table, "USER#<sub> | LEDGER#<cause>",
+        "one credit grant, debit or refund and its cause", "C2", R::BillingRecord,
+        "while the account is active, then the legal period under an anonymous id",
+        T::WithAccount, "account deletion moves it to ANON#<id>", true),
+    spec(Kind::AnonymousLedgerEntry, "anonymous_ledger", Table, "ANON#<id> | LEDGER#<cause>",
+        "a billing record of a deleted account, with no link to the person", "C2",
+        R::BillingRecord, "the legal period (LEGAL_RETENTION_YEARS) from the account's deletion",
+        T::Stamped, "the sweep, at its deletion time", false),
+    spec(Kind::Generation, "generation", Table, "USER#<sub> | GEN#<id>",
+        "prompt, settings, status, image metadata", "C4", R::Content,
+        "RETENTION_DAYS from creation (or until deleted)", T::FromPolicy,
+        "the deletion pipeline: user DELETE, expiry, account deletion", true),
+    spec(Kind::Idempotency, "idempotency", Table, "USER#<sub> | IDEM#<key>",
+        "the first response to an Idempotency-Key (includes the prompt)", "C4", R::Fixed,
+        "24 hours", T::Stamped, "the sweep; with its generation through the pipeline", false),
+    spec(Kind::DeletionRecord, "deletion_record", Table, "DELETION#<id> | RECORD",
+        "what remains to be removed after a deletion (keys, object prefixes)", "C4",
+        R::UntilDone, "until everything it names is gone", T::DueNow,
+        "removed by the sweep once its work is done", false),
+    spec(Kind::DeletionTombstone, "deletion_tombstone", Table, "TOMBSTONE#<sha256> | ACCOUNT",
+        "that an account was deleted, when, and whether it got signup credits; keyed by a hash of the subject",
+        "C1", R::BillingRecord, "the legal period (LEGAL_RETENTION_YEARS)", T::Stamped,
+        "the sweep, at its deletion time", false),
+    spec(Kind::Reference, "reference", Table, "USER#<sub> | REF#<pk>#<sk>",
+        "that an admin record names this user (so account deletion can anonymize it)", "C1",
+        R::WhileAccountActive, "while the account is active", T::WithAccount,
+        "account deletion replaces the subject in the named record, then removes it", false),
+    spec(Kind::Hold, "legal_hold", Table, "HOLD | <id>",
+        "a legal hold on a user or one generation: reason, placer, end", "C3",
+        R::WhileInForce, "until lifted or ended (its history stays in the audit log)",
+        T::ByAction, "lifting it, or the sweep at its end", false),
+    spec(Kind::AuditRecord, "audit", Table, "AUDIT | <time>#<id>",
+        "an admin action: who, what, when, why, outcome", "C3", R::AdminRecord,
+        "the legal period (LEGAL_RETENTION_YEARS)", T::Stamped,
+        "the sweep, at its deletion time; subjects become anonymous ids on account deletion",
+        false),
+    spec(Kind::ChildReport, "child_report", Table, "REPORT | <id>",
+        "a report that an account belongs to a child, and its review", "C3", R::AdminRecord,
+        "the legal period (LEGAL_RETENTION_YEARS)", T::Stamped,
+        "the sweep, at its deletion time; subjects become anonymous ids on account deletion",
+        false),
+    spec(Kind::RateCounter, "rate_counter", Table, "USER#<sub> | RATE#<action>#<day>",
+        "how many reports a user sent that day", "C3", R::Fixed, "2 days", T::Stamped,
+        "the sweep, or account deletion", false),
+    spec(Kind::AgeRefusalCounter, "age_refusal_counter", Table, "STATS#age_refusals | <day>",
+        "a daily count of refused under-13 sign-ups, with no identity (K1)", "C3",
+        R::Anonymous, "1 year", T::Stamped, "the sweep, at its deletion time", false),
+    spec(Kind::GeneratedImage, "generated_image", Bucket,
+        "users/<sub>/generations/<id>/<n>.<ext>", "a generated image", "C4", R::Content,
+        "with its generation", T::WithOwnerItem,
+        "the deletion pipeline; S3 lifecycle backstop (tag backstop=on) 2 days after the retention",
+        true),
+];
+
+pub fn spec_of(kind: Kind) -> &'static KindSpec {
+    DATA_MAP
+        .iter()
+        .find(|s| s.id == kind)
+        .expect("every Kind has an entry in DATA_MAP")
+}
+
+pub fn by_name(name: &str) -> Option<&'static KindSpec> {
+    DATA_MAP.iter().find(|s| s.kind == name)
+}
+
+/// A new item of `kind`: its key, `kind` and `retention` attributes. Every item the adapters
+/// create starts here.
+pub fn new_item(kind: Kind, pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    let spec = spec_of(kind);
+    debug_assert_eq!(spec.store, Store::Table, "{:?} is not a table kind", kind);
+    let mut item = key(pk, sk);
+    item.insert("kind".into(), s(spec.kind));
+    item.insert("retention".into(), s(spec.retention.as_str()));
+    item
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_mapped_once() {
+        let all = [
+            Kind::Profile,
+            Kind::Balance,
+            Kind::LedgerEntry,
+            Kind::AnonymousLedgerEntry,
+            Kind::Generation,
+            Kind::Idempotency,
+            Kind::DeletionRecord,
+            Kind::DeletionTombstone,
+            Kind::Reference,
+            Kind::Hold,
+            Kind::AuditRecord,
+            Kind::ChildReport,
+            Kind::RateCounter,
+            Kind::AgeRefusalCounter,
+            Kind::GeneratedImage,
+        ];
+        assert_eq!(all.len(), DATA_MAP.len());
+        for k in all {
+            assert_eq!(DATA_MAP.iter().filter(|s| s.id == k).count(), 1, "{k:?}");
+        }
+        let mut names: Vec<_> = DATA_MAP.iter().map(|s| s.kind).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DATA_MAP.len());
+    }
+}

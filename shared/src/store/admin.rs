@@ -1,0 +1,502 @@
+//! Admin records: legal holds (R5), the audit log of admin actions, child-account reports (K2),
+//! and the references that let account deletion replace a subject named in them by the
+//! account's anonymous id (R4).
+
+use std::collections::HashSet;
+
+use anyhow::Context;
+use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::item::{key, n, s, Item};
+use super::keys::{self, ref_sk, user_pk, AUDIT_PK, HOLD_PK, REPORT_PK};
+use super::txn::{transact, TxnOutcome};
+use super::Store;
+use crate::datamap::{new_item, Kind};
+
+/// A legal hold on a user, or on one of their generations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub id: String,
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation_id: Option<String>,
+    pub reason: String,
+    pub placed_by: String,
+    pub placed_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+impl Hold {
+    pub fn in_force(&self, now: DateTime<Utc>) -> bool {
+        match &self.until {
+            None => true,
+            Some(u) => DateTime::parse_from_rfc3339(u)
+                .map(|u| u > now)
+                .unwrap_or(true),
+        }
+    }
+}
+
+/// The holds in force at one moment: what the pipeline, the sweep and expiry leave in place.
+#[derive(Debug, Default, Clone)]
+pub struct HoldSet {
+    users: HashSet<String>,
+    generations: HashSet<(String, String)>,
+}
+
+impl HoldSet {
+    pub fn covers(&self, user_id: &str, generation_id: Option<&str>) -> bool {
+        self.users.contains(user_id)
+            || generation_id.is_some_and(|g| {
+                self.generations
+                    .contains(&(user_id.to_string(), g.to_string()))
+            })
+    }
+
+    pub fn covers_user(&self, user_id: &str) -> bool {
+        self.users.contains(user_id)
+    }
+}
+
+/// One admin action: who, what, when, why, outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub id: String,
+    pub at: String,
+    /// The admin's subject, or `system`.
+    pub actor: String,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub outcome: String,
+}
+
+pub const SYSTEM_ACTOR: &str = "system";
+
+impl AuditRecord {
+    pub fn new(
+        actor: &str,
+        action: &str,
+        target_user: Option<&str>,
+        target: Option<&str>,
+        reason: Option<&str>,
+        outcome: &str,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: ulid::Ulid::from_datetime(now.into())
+                .to_string()
+                .to_lowercase(),
+            at: now.to_rfc3339(),
+            actor: actor.into(),
+            action: action.into(),
+            target_user: target_user.map(str::to_string),
+            target: target.map(str::to_string),
+            reason: reason.map(str::to_string),
+            outcome: outcome.into(),
+        }
+    }
+
+    fn sk(&self) -> String {
+        format!("{}#{}", self.at, self.id)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportStatus {
+    Pending,
+    Confirmed,
+    Dismissed,
+}
+
+/// A report that an account belongs to a child (K2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildReport {
+    pub id: String,
+    pub reported_user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation_id: Option<String>,
+    pub reporter: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+    pub status: ReportStatus,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewed_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_reason: Option<String>,
+}
+
+/// Which attributes of a record name which subject.
+pub(crate) struct Mentions<'a>(pub Vec<(&'a str, &'a str)>);
+
+impl Store {
+    fn put(&self, item: Item, condition: Option<&str>) -> anyhow::Result<TransactWriteItem> {
+        Ok(TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .set_condition_expression(condition.map(str::to_string))
+                    .build()?,
+            )
+            .build())
+    }
+
+    /// The reference items for a record at (`pk`, `sk`) that names subjects in attributes, one
+    /// per subject (`system` names nobody).
+    pub(crate) fn references(
+        &self,
+        pk: &str,
+        sk: &str,
+        mentions: &Mentions<'_>,
+    ) -> anyhow::Result<Vec<TransactWriteItem>> {
+        let mut by_user: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (field, user) in &mentions.0 {
+            if *user == SYSTEM_ACTOR {
+                continue;
+            }
+            match by_user.iter_mut().find(|(u, _)| u == user) {
+                Some((_, fields)) => fields.push(field),
+                None => by_user.push((user, vec![field])),
+            }
+        }
+        by_user
+            .into_iter()
+            .map(|(user, fields)| {
+                let mut item = new_item(Kind::Reference, user_pk(user), ref_sk(pk, sk));
+                item.insert("ref_pk".into(), s(pk));
+                item.insert("ref_sk".into(), s(sk));
+                item.insert(
+                    "fields".into(),
+                    aws_sdk_dynamodb::types::AttributeValue::Ss(
+                        fields.into_iter().map(str::to_string).collect(),
+                    ),
+                );
+                self.put(item, None)
+            })
+            .collect()
+    }
+
+    fn stamped(&self, mut item: Item, seed: &str, at: DateTime<Utc>) -> Item {
+        item.insert(keys::EXP_PK.into(), s(keys::exp_pk(seed)));
+        item.insert(keys::EXP_AT.into(), n(at.timestamp()));
+        item
+    }
+
+    /// The audit record and its references, as transaction items; kept until `keep_until`.
+    pub(crate) fn audit_items(
+        &self,
+        record: &AuditRecord,
+        keep_until: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<TransactWriteItem>> {
+        let sk = record.sk();
+        let mut item = new_item(Kind::AuditRecord, AUDIT_PK, &sk);
+        item.extend(serde_dynamo::to_item::<_, Item>(record)?);
+        let mut items = vec![self.put(self.stamped(item, &record.id, keep_until), None)?];
+        let mut mentions = vec![("actor", record.actor.as_str())];
+        if let Some(u) = &record.target_user {
+            mentions.push(("target_user", u.as_str()));
+        }
+        items.extend(self.references(AUDIT_PK, &sk, &Mentions(mentions))?);
+        Ok(items)
+    }
+
+    /// Writes an audit record on its own.
+    pub async fn audit(
+        &self,
+        record: &AuditRecord,
+        keep_until: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        transact(&self.client, "audit", self.audit_items(record, keep_until)?).await?;
+        Ok(())
+    }
+
+    /// Audit records, newest first; returns the page and the last sort key read.
+    pub async fn list_audit(
+        &self,
+        limit: i32,
+        after_sk: Option<String>,
+    ) -> anyhow::Result<(Vec<AuditRecord>, Option<String>)> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(AUDIT_PK))
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(limit)
+            .set_exclusive_start_key(after_sk.map(|sk| key(AUDIT_PK, sk)))
+            .send()
+            .await
+            .context("listing the audit log")?;
+        let records = out
+            .items()
+            .iter()
+            .map(|i| serde_dynamo::from_item(i.clone()).context("stored audit record"))
+            .collect::<anyhow::Result<Vec<AuditRecord>>>()?;
+        let last = out
+            .last_evaluated_key()
+            .and_then(|k| k.get(keys::SK))
+            .and_then(|v| v.as_s().ok())
+            .cloned();
+        Ok((records, last))
+    }
+
+    /// Places a hold and audits it, in one transaction.
+    pub async fn place_hold(
+        &self,
+        hold: &Hold,
+        audit: &AuditRecord,
+        keep_until: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let mut item = new_item(Kind::Hold, HOLD_PK, &hold.id);
+        item.extend(serde_dynamo::to_item::<_, Item>(hold)?);
+        if let Some(until) = &hold.until {
+            let at = DateTime::parse_from_rfc3339(until)
+                .context("hold end")?
+                .with_timezone(&Utc);
+            item = self.stamped(item, &hold.id, at);
+        }
+        let mut items = vec![self.put(item, Some("attribute_not_exists(pk)"))?];
+        items.extend(self.audit_items(audit, keep_until)?);
+        transact(&self.client, "place hold", items).await?;
+        Ok(())
+    }
+
+    pub async fn get_hold(&self, id: &str) -> anyhow::Result<Option<Hold>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(HOLD_PK, id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .context("reading a hold")?;
+        out.item()
+            .map(|i| serde_dynamo::from_item(i.clone()).context("stored hold"))
+            .transpose()
+    }
+
+    /// Every hold stored (in force or ended but not yet removed by the sweep).
+    pub async fn list_holds(&self) -> anyhow::Result<Vec<Hold>> {
+        let mut holds = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(HOLD_PK))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .context("listing holds")?;
+            for i in out.items() {
+                holds.push(serde_dynamo::from_item(i.clone()).context("stored hold")?);
+            }
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(holds);
+            }
+        }
+    }
+
+    /// The holds in force at `now`.
+    pub async fn holds_in_force(&self, now: DateTime<Utc>) -> anyhow::Result<HoldSet> {
+        let mut set = HoldSet::default();
+        for hold in self.list_holds().await? {
+            if !hold.in_force(now) {
+                continue;
+            }
+            match hold.generation_id {
+                Some(g) => set.generations.insert((hold.user_id, g)),
+                None => set.users.insert(hold.user_id),
+            };
+        }
+        Ok(set)
+    }
+
+    /// Removes a hold and audits it in one transaction; `false` if there was no such hold.
+    pub async fn remove_hold(
+        &self,
+        id: &str,
+        audit: &AuditRecord,
+        keep_until: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let mut items = vec![TransactWriteItem::builder()
+            .delete(
+                Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(HOLD_PK, id)))
+                    .condition_expression("attribute_exists(pk)")
+                    .build()?,
+            )
+            .build()];
+        items.extend(self.audit_items(audit, keep_until)?);
+        Ok(matches!(
+            transact(&self.client, "lift hold", items).await?,
+            TxnOutcome::Committed
+        ))
+    }
+
+    /// Files a report, suspends the reported account pending review and audits both, in one
+    /// transaction; `false` if the reported account does not exist or is deleted.
+    pub async fn file_child_report(
+        &self,
+        report: &ChildReport,
+        audit: &AuditRecord,
+        keep_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let mut item = new_item(Kind::ChildReport, REPORT_PK, &report.id);
+        item.extend(serde_dynamo::to_item::<_, Item>(report)?);
+        let mut items = vec![self.put(
+            self.stamped(item, &report.id, keep_until),
+            Some("attribute_not_exists(pk)"),
+        )?];
+        items.extend(self.references(
+            REPORT_PK,
+            &report.id,
+            &Mentions(vec![
+                ("reported_user", report.reported_user.as_str()),
+                ("reporter", report.reporter.as_str()),
+            ]),
+        )?);
+        items.push(self.suspend_item(&report.reported_user, "child_report", SYSTEM_ACTOR, now)?);
+        items.extend(self.audit_items(audit, keep_until)?);
+        Ok(matches!(
+            transact(&self.client, "file child report", items).await?,
+            TxnOutcome::Committed
+        ))
+    }
+
+    pub async fn get_child_report(&self, id: &str) -> anyhow::Result<Option<ChildReport>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(REPORT_PK, id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .context("reading a report")?;
+        out.item()
+            .map(|i| serde_dynamo::from_item(i.clone()).context("stored report"))
+            .transpose()
+    }
+
+    /// Reports waiting for review, oldest first.
+    pub async fn pending_child_reports(&self) -> anyhow::Result<Vec<ChildReport>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .filter_expression("#st = :pending")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":pk", s(REPORT_PK))
+            .expression_attribute_values(":pending", s("pending"))
+            .consistent_read(true)
+            .send()
+            .await
+            .context("listing reports")?;
+        out.items()
+            .iter()
+            .map(|i| serde_dynamo::from_item(i.clone()).context("stored report"))
+            .collect()
+    }
+
+    /// Records the review of a pending report (and its audit record); `false` if it was not
+    /// pending any more.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn review_child_report(
+        &self,
+        id: &str,
+        status: ReportStatus,
+        reviewer: &str,
+        reason: Option<&str>,
+        audit: &AuditRecord,
+        keep_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let status_value = serde_dynamo::to_attribute_value(status)?;
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(REPORT_PK, id)))
+            .update_expression(
+                "SET #st = :status, reviewed_by = :by, reviewed_at = :at, review_reason = :why",
+            )
+            .condition_expression("#st = :pending")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":status", status_value)
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":by", s(reviewer))
+            .expression_attribute_values(":at", s(now.to_rfc3339()))
+            .expression_attribute_values(":why", s(reason.unwrap_or("")));
+        let mut items = vec![TransactWriteItem::builder().update(update.build()?).build()];
+        items.extend(self.references(REPORT_PK, id, &Mentions(vec![("reviewed_by", reviewer)]))?);
+        items.extend(self.audit_items(audit, keep_until)?);
+        Ok(matches!(
+            transact(&self.client, "review child report", items).await?,
+            TxnOutcome::Committed
+        ))
+    }
+
+    /// Counts one use of a per-day limit; `false` when `limit` was already reached.
+    pub async fn take_daily_quota(
+        &self,
+        user_id: &str,
+        action: &str,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let day = now.date_naive().to_string();
+        let sk = keys::rate_sk(action, &day);
+        let expires = now + chrono::Duration::days(2);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), &sk)))
+            .update_expression(
+                "SET kind = :kind, retention = :ret, exp_pk = :epk, exp_at = :eat ADD uses :one",
+            )
+            .condition_expression("attribute_not_exists(uses) OR uses < :limit")
+            .expression_attribute_values(
+                ":kind",
+                s(crate::datamap::spec_of(Kind::RateCounter).kind),
+            )
+            .expression_attribute_values(
+                ":ret",
+                s(crate::datamap::spec_of(Kind::RateCounter)
+                    .retention
+                    .as_str()),
+            )
+            .expression_attribute_values(":epk", s(keys::exp_pk(&sk)))
+            .expression_attribute_values(":eat", n(expires.timestamp()))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(limit))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if super::accounts::is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(anyhow::anyhow!(e).context("counting a daily quota")),
+        }
+    }
+}

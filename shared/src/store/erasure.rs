@@ -1,0 +1,339 @@
+//! The account lifecycle's storage side: suspension (U5, K2), deactivation with its deletion
+//! record (D3, R4), the tombstone that answers for a deleted account, and the erasure of an
+//! account's partition: every item deleted, billing records moved under an anonymous id with no
+//! link back to the person, subjects named in admin records replaced by that id.
+
+use anyhow::Context;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::accounts::is_conditional_failure;
+use super::admin::AuditRecord;
+use super::deletion::DeletionRecord;
+use super::item::{get_s, key, n, s, Item};
+use super::keys::{
+    self, anon_pk, tombstone_pk, user_pk, ACCOUNT, LEDGER_PREFIX, PROFILE, REF_PREFIX,
+};
+use super::txn::{transact, TxnOutcome};
+use super::Store;
+use crate::datamap::{new_item, Kind};
+
+/// What answers for a deleted account: keyed by a hash of the subject, never the subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub requested_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+}
+
+/// The tombstone key of a subject.
+pub fn subject_hash(user_id: &str) -> String {
+    hex::encode(Sha256::digest(
+        format!("imagegen-account:{user_id}").as_bytes(),
+    ))
+}
+
+/// What one erasure pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Erased {
+    pub items_deleted: usize,
+    pub ledger_entries_moved: usize,
+    pub references_rewritten: usize,
+}
+
+impl Store {
+    /// The profile update that suspends an account, as a transaction item.
+    pub(crate) fn suspend_item(
+        &self,
+        user_id: &str,
+        reason: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<TransactWriteItem> {
+        Ok(TransactWriteItem::builder()
+            .update(
+                Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(user_pk(user_id), PROFILE)))
+                    .update_expression(
+                        "SET suspension_reason = :r, suspended_at = :t, suspended_by = :by",
+                    )
+                    .condition_expression(
+                        "attribute_exists(pk) AND attribute_not_exists(deleted_at)",
+                    )
+                    .expression_attribute_values(":r", s(reason))
+                    .expression_attribute_values(":t", s(now.to_rfc3339()))
+                    .expression_attribute_values(":by", s(actor))
+                    .build()?,
+            )
+            .build())
+    }
+
+    /// Suspends (`Some(reason)`) or restores (`None`) an account and audits it in one
+    /// transaction; `false` if there is no such active account.
+    pub async fn set_suspension(
+        &self,
+        user_id: &str,
+        reason: Option<&str>,
+        actor: &str,
+        audit: &AuditRecord,
+        keep_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let change = match reason {
+            Some(r) => self.suspend_item(user_id, r, actor, now)?,
+            None => TransactWriteItem::builder()
+                .update(
+                    Update::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(user_pk(user_id), PROFILE)))
+                        .update_expression("REMOVE suspension_reason, suspended_at, suspended_by")
+                        .condition_expression(
+                            "attribute_exists(pk) AND attribute_not_exists(deleted_at)",
+                        )
+                        .build()?,
+                )
+                .build(),
+        };
+        let mut items = vec![change];
+        items.extend(self.audit_items(audit, keep_until)?);
+        Ok(matches!(
+            transact(&self.client, "suspension", items).await?,
+            TxnOutcome::Committed
+        ))
+    }
+
+    /// Deactivates the account at once and commits its deletion record and tombstone in the
+    /// same transaction; `false` if there is no active account.
+    pub async fn deactivate_account(
+        &self,
+        user_id: &str,
+        record: &DeletionRecord,
+        keep_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let deactivate = TransactWriteItem::builder()
+            .update(
+                Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(user_pk(user_id), PROFILE)))
+                    .update_expression("SET deleted_at = :t, updated_at = :t")
+                    .condition_expression(
+                        "attribute_exists(pk) AND attribute_not_exists(deleted_at)",
+                    )
+                    .expression_attribute_values(":t", s(now.to_rfc3339()))
+                    .build()?,
+            )
+            .build();
+        let hash = subject_hash(user_id);
+        let mut tomb = new_item(Kind::DeletionTombstone, tombstone_pk(&hash), ACCOUNT);
+        tomb.extend(serde_dynamo::to_item::<_, Item>(Tombstone {
+            requested_at: now.to_rfc3339(),
+            completed_at: None,
+        })?);
+        tomb.insert(keys::EXP_PK.into(), s(keys::exp_pk(&hash)));
+        tomb.insert(keys::EXP_AT.into(), n(keep_until.timestamp()));
+        let items = vec![
+            deactivate,
+            self.deletion_record_put(record, now)?,
+            TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(tomb))
+                        .build()?,
+                )
+                .build(),
+        ];
+        Ok(matches!(
+            transact(&self.client, "deactivate account", items).await?,
+            TxnOutcome::Committed
+        ))
+    }
+
+    pub async fn tombstone(&self, user_id: &str) -> anyhow::Result<Option<Tombstone>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(tombstone_pk(&subject_hash(user_id)), ACCOUNT)))
+            .consistent_read(true)
+            .send()
+            .await
+            .context("reading a tombstone")?;
+        out.item()
+            .map(|i| serde_dynamo::from_item(i.clone()).context("stored tombstone"))
+            .transpose()
+    }
+
+    pub async fn complete_tombstone(
+        &self,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(tombstone_pk(&subject_hash(user_id)), ACCOUNT)))
+            .update_expression("SET completed_at = :t")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":t", s(now.to_rfc3339()))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| {
+                if is_conditional_failure(&e) {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(e).context("completing a tombstone"))
+                }
+            })
+    }
+
+    /// Erases the account's partition: ledger entries move under `anonymous_id` (kept until
+    /// `keep_until`), references rewrite the subject in the records they name, everything else
+    /// is deleted, the profile last. Safe to run again after a partial run.
+    pub async fn erase_account_items(
+        &self,
+        user_id: &str,
+        anonymous_id: &str,
+        keep_until: DateTime<Utc>,
+    ) -> anyhow::Result<Erased> {
+        let mut erased = Erased::default();
+        let mut profile = None;
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(user_pk(user_id)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .context("reading the account's items")?;
+            for item in out.items() {
+                let sk = get_s(item, keys::SK)?.to_string();
+                if sk == PROFILE {
+                    profile = Some(sk);
+                } else if sk.starts_with(LEDGER_PREFIX) {
+                    self.move_ledger_entry(user_id, anonymous_id, item, keep_until)
+                        .await?;
+                    erased.ledger_entries_moved += 1;
+                } else if sk.starts_with(REF_PREFIX) {
+                    self.rewrite_reference(user_id, anonymous_id, item).await?;
+                    erased.references_rewritten += 1;
+                } else {
+                    self.delete_key(&user_pk(user_id), &sk).await?;
+                    erased.items_deleted += 1;
+                }
+            }
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        if let Some(sk) = profile {
+            self.delete_key(&user_pk(user_id), &sk).await?;
+            erased.items_deleted += 1;
+        }
+        Ok(erased)
+    }
+
+    async fn delete_key(&self, pk: &str, sk: &str) -> anyhow::Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .send()
+            .await
+            .context("deleting an account item")?;
+        Ok(())
+    }
+
+    async fn move_ledger_entry(
+        &self,
+        user_id: &str,
+        anonymous_id: &str,
+        item: &Item,
+        keep_until: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let sk = get_s(item, keys::SK)?;
+        let mut moved = new_item(Kind::AnonymousLedgerEntry, anon_pk(anonymous_id), sk);
+        for field in ["entry_kind", "cause", "amount", "created_at"] {
+            if let Some(v) = item.get(field) {
+                moved.insert(field.into(), v.clone());
+            }
+        }
+        moved.insert(
+            keys::EXP_PK.into(),
+            s(keys::exp_pk(&format!("{anonymous_id}{sk}"))),
+        );
+        moved.insert(keys::EXP_AT.into(), n(keep_until.timestamp()));
+        let put = TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(moved))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()?,
+            )
+            .build();
+        let delete = TransactWriteItem::builder()
+            .delete(
+                Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(user_pk(user_id), sk)))
+                    .build()?,
+            )
+            .build();
+        if let TxnOutcome::ConditionFailed(_) =
+            transact(&self.client, "anonymize ledger entry", vec![put, delete]).await?
+        {
+            // Moved by an earlier, interrupted run: only the original is left to delete.
+            self.delete_key(&user_pk(user_id), sk).await?;
+        }
+        Ok(())
+    }
+
+    async fn rewrite_reference(
+        &self,
+        user_id: &str,
+        anonymous_id: &str,
+        item: &Item,
+    ) -> anyhow::Result<()> {
+        let ref_pk = get_s(item, "ref_pk")?;
+        let ref_sk = get_s(item, "ref_sk")?;
+        let fields: Vec<String> = match item.get("fields") {
+            Some(AttributeValue::Ss(f)) => f.clone(),
+            _ => vec![],
+        };
+        for (i, field) in fields.iter().enumerate() {
+            let name = format!("#f{i}");
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(ref_pk, ref_sk)))
+                .update_expression(format!("SET {name} = :anon"))
+                .condition_expression(format!("{name} = :sub"))
+                .expression_attribute_names(&name, field)
+                .expression_attribute_values(":anon", s(format!("anon:{anonymous_id}")))
+                .expression_attribute_values(":sub", s(user_id))
+                .send()
+                .await;
+            match result {
+                Ok(_) => {}
+                // Already rewritten, or the record is gone.
+                Err(e) if is_conditional_failure(&e) => {}
+                Err(e) => return Err(anyhow::anyhow!(e).context("anonymizing a reference")),
+            }
+        }
+        self.delete_key(&user_pk(user_id), get_s(item, keys::SK)?)
+            .await
+    }
+}
