@@ -414,3 +414,110 @@ async fn k2_dismissed_report_restores_the_account_and_reports_are_rate_limited()
         .await;
     assert_eq!(problem_code(resp, 404).await, "not_found");
 }
+
+/// Bad input on the admin and report routes is a clear 4xx, never a 5xx: odd or huge ids never
+/// reach a key, bodies are checked.
+#[tokio::test]
+async fn admin_and_report_routes_answer_bad_input_with_4xx() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let user = app.onboarded_user().await;
+    let huge = "x".repeat(3000);
+    let cases: Vec<(reqwest::Method, String, Option<Value>, u16, &str)> = vec![
+        (
+            reqwest::Method::DELETE,
+            format!("/v1/admin/holds/{huge}"),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/admin/reports/{huge}/confirm"),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/admin/holds".into(),
+            Some(json!({"user_id": user.sub, "generation_id": huge, "reason": "r"})),
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/admin/holds".into(),
+            Some(json!({"user_id": user.sub, "reason": "r", "until": "yesterday"})),
+            400,
+            "invalid_until",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/admin/holds".into(),
+            Some(json!({"user_id": "a/b", "reason": "r"})),
+            400,
+            "invalid_user_id",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/admin/holds".into(),
+            Some(json!({"user_id": user.sub, "reason": huge})),
+            400,
+            "invalid_reason",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/admin/holds".into(),
+            Some(json!([1])),
+            400,
+            "invalid_body",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/admin/users/{huge}/suspension"),
+            Some(json!({"reason": "r"})),
+            400,
+            "invalid_user_id",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let resp = app.send(method.clone(), &path, Some(&admin), body).await;
+        assert_eq!(
+            problem_code(resp, status).await,
+            code,
+            "{method} {}",
+            &path[..path.len().min(60)]
+        );
+    }
+    let reporter = app.onboarded_user().await;
+    for (body, status, code) in [
+        (
+            json!({"user_id": user.sub, "generation_id": huge}),
+            404,
+            "not_found",
+        ),
+        (
+            json!({"user_id": user.sub, "details": huge}),
+            400,
+            "invalid_details",
+        ),
+        (json!({"user_id": huge}), 400, "invalid_user_id"),
+        (json!({"user": user.sub}), 400, "invalid_body"),
+    ] {
+        let resp = app
+            .send(
+                reqwest::Method::POST,
+                "/v1/reports/child-account",
+                Some(&reporter),
+                Some(body),
+            )
+            .await;
+        assert_eq!(problem_code(resp, status).await, code);
+    }
+    // Nothing was suspended by the refused reports.
+    assert_eq!(
+        app.generate(&user, gen_body("still fine")).await.status(),
+        202
+    );
+}

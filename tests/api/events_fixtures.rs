@@ -234,3 +234,76 @@ async fn every_sample_event_runs_through_its_handler() {
         );
     }
 }
+
+/// A `MakeWriter` into a shared buffer: what the function logged during one test.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// K1: a refused under-13 sign-up leaves no identity in the logs: the request's span names the
+/// subject only once onboarding succeeded (and a successful one does name it).
+#[tokio::test]
+async fn k1_refused_sign_up_logs_no_subject() {
+    let app = spawn_app().await;
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_span_list(true)
+        .with_writer(logs.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let child = unique("child-");
+    let mut event: Value = serde_json::from_str(&with_claims("account-onboard.json", |c| {
+        c.insert("sub".into(), json!(child));
+        c.remove("email");
+    }))
+    .unwrap();
+    event["body"] = json!(json!({"date_of_birth": "2020-02-02"}).to_string());
+    let (status, body) = send(&app, "account-onboard.json", &event.to_string()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("age_requirement"))
+    );
+    let refused = logs.text();
+    assert!(
+        refused.contains("age_requirement"),
+        "the refusal is logged: {refused}"
+    );
+    assert!(
+        !refused.contains(&child),
+        "the subject is logged: {refused}"
+    );
+
+    let adult = unique("adult-");
+    let event = with_claims("account-onboard.json", |c| {
+        c.insert("sub".into(), json!(adult));
+    });
+    assert_eq!(send(&app, "account-onboard.json", &event).await.0, 201);
+    assert!(
+        logs.text().contains(&adult),
+        "a successful onboarding names its subject"
+    );
+}

@@ -132,4 +132,21 @@ async fn health_and_r1_published_policy() {
     assert_eq!(policy["retention"]["content_retention_days"], 14);
     assert_eq!(policy["retention"]["training_use"], "never");
     assert!(policy["prices"].as_array().unwrap().len() >= 9);
+    // R3: the deletion promise includes the backup window, honestly.
+    assert_eq!(
+        policy["retention"]["deleted_content_purged_from_backups_within_days"],
+        shared::config::DEFAULT_BACKUP_RECOVERY_DAYS
+    );
+    assert_eq!(
+        policy["retention"]["deletion_promise"],
+        "gone from live stores within 24 h, from backups within 7 days"
+    );
+    // The data map is published: every kind, what it holds, how long it is kept.
+    let map = policy["data_map"].as_array().unwrap();
+    assert_eq!(map.len(), shared::datamap::DATA_MAP.len());
+    let generation = map.iter().find(|k| k["kind"] == "generation").unwrap();
+    assert_eq!(generation["category"], "C4");
+    assert_eq!(generation["retention"], "content");
+    assert!(generation["holds"].as_str().unwrap().contains("prompt"));
+    assert!(generation["period"].is_string() && generation["deletion"].is_string());
 }

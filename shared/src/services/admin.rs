@@ -15,7 +15,7 @@ use crate::http::Caller;
 use crate::objects::{generation_prefix, user_prefix};
 use crate::services::accounts::start_account_deletion;
 use crate::services::deletion::legal_keep_until;
-use crate::services::generations::Page;
+use crate::services::generations::{is_job_id, Page};
 use crate::store::{AuditRecord, ChildReport, Hold, ReportStatus, SYSTEM_ACTOR};
 
 pub const REASON_MAX_CHARS: usize = 1000;
@@ -113,7 +113,7 @@ pub async fn place_hold(
         return Err(ApiError::not_found("user"));
     }
     if let Some(g) = &body.generation_id {
-        if app.store.get_job_any(&user, g).await?.is_none() {
+        if !is_job_id(g) || app.store.get_job_any(&user, g).await?.is_none() {
             return Err(ApiError::not_found("generation"));
         }
     }
@@ -224,6 +224,9 @@ pub async fn lift_hold(
     now: DateTime<Utc>,
 ) -> Result<(), ApiError> {
     let why = body.reason.as_deref().map(reason).transpose()?;
+    if !is_job_id(id) {
+        return Err(ApiError::not_found("hold"));
+    }
     let hold = app
         .store
         .get_hold(id)
@@ -342,6 +345,9 @@ pub async fn review_report(
     now: DateTime<Utc>,
 ) -> Result<ChildReport, ApiError> {
     let why = body.reason.as_deref().map(reason).transpose()?;
+    if !is_job_id(id) {
+        return Err(ApiError::not_found("report"));
+    }
     let report = app
         .store
         .get_child_report(id)
@@ -481,7 +487,7 @@ pub async fn report_child_account(
         _ => return Err(ApiError::not_found("user")),
     }
     if let Some(g) = &body.generation_id {
-        if app.store.get_job(&reported, g).await?.is_none() {
+        if !is_job_id(g) || app.store.get_job(&reported, g).await?.is_none() {
             return Err(ApiError::not_found("generation"));
         }
     }

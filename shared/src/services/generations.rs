@@ -126,7 +126,9 @@ fn request_hash(body: &Value) -> String {
     hex::encode(Sha256::digest(body.to_string().as_bytes()))
 }
 
-fn is_job_id(id: &str) -> bool {
+/// Whether `id` has the shape of the ids this service makes (lowercase ULIDs): anything else
+/// is not found, and never reaches a key.
+pub fn is_job_id(id: &str) -> bool {
     id.len() == 26
         && id
             .bytes()
