@@ -21,8 +21,15 @@ pub const BACKSTOP_TAG: (&str, &str) = ("backstop", "on");
 #[async_trait::async_trait]
 pub trait Objects: Send + Sync {
     fn bucket(&self) -> &str;
-    /// Stores an object with SSE and the backstop tag.
-    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> anyhow::Result<()>;
+    /// Stores an object with SSE, and the backstop tag unless `backstop` is false (content under
+    /// a legal hold).
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        backstop: bool,
+    ) -> anyhow::Result<()>;
     async fn presign_get(&self, key: &str, ttl: Duration) -> anyhow::Result<String>;
     /// Deletes every object under `prefix`; returns how many were deleted.
     async fn delete_prefix(&self, prefix: &str) -> anyhow::Result<usize>;
@@ -66,14 +73,20 @@ impl Objects for ObjectStore {
         &self.bucket
     }
 
-    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> anyhow::Result<()> {
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        backstop: bool,
+    ) -> anyhow::Result<()> {
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
             .server_side_encryption(ServerSideEncryption::Aes256)
-            .tagging(format!("{}={}", BACKSTOP_TAG.0, BACKSTOP_TAG.1))
+            .set_tagging(backstop.then(|| format!("{}={}", BACKSTOP_TAG.0, BACKSTOP_TAG.1)))
             .body(ByteStream::from(bytes))
             .send()
             .await

@@ -107,7 +107,7 @@ async fn r3_images_of_a_job_deleted_while_running_are_never_orphaned() {
     let key = format!("users/{}/generations/{id}/0.png", user.sub);
     app.app()
         .objects
-        .put(&key, vec![1, 2, 3], "image/png")
+        .put(&key, vec![1, 2, 3], "image/png", true)
         .await
         .unwrap();
     // Before the recheck time the record waits; after it, the late image goes.

@@ -584,8 +584,14 @@ impl shared::objects::Objects for FaultyObjects {
     fn bucket(&self) -> &str {
         self.inner.bucket()
     }
-    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> anyhow::Result<()> {
-        self.inner.put(key, bytes, content_type).await
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        backstop: bool,
+    ) -> anyhow::Result<()> {
+        self.inner.put(key, bytes, content_type, backstop).await
     }
     async fn presign_get(&self, key: &str, ttl: Duration) -> anyhow::Result<String> {
         self.inner.presign_get(key, ttl).await

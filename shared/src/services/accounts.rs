@@ -201,6 +201,7 @@ pub async fn update_me(
     now: DateTime<Utc>,
 ) -> Result<Me, ApiError> {
     let update = parse_update(body)?;
+    require_onboarded(app, caller).await?;
     let profile = app
         .store
         .update_profile(caller.user_id.as_str(), &update, now)
@@ -270,16 +271,28 @@ pub async fn delete_me(
 }
 
 /// Deactivates an account and commits its deletion record (self-service, or a confirmed child
-/// report); its unfinished jobs are cancelled and refunded. `false` if there was no active
-/// account.
+/// report); its unfinished jobs are cancelled and refunded first. `false` if there was no
+/// active account.
 pub async fn start_account_deletion(
     app: &App,
     user_id: &str,
     reason: &str,
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
+    match app.store.get_profile(user_id).await? {
+        Some(p) if p.deleted_at.is_none() => {}
+        _ => return Ok(false),
+    }
+    let worker_may_write = cancel_unfinished_jobs(app, user_id, reason, now).await?;
     let anonymous_id = ulid::Ulid::new().to_string().to_lowercase();
-    let record = crate::store::DeletionRecord::account(user_id, reason, &anonymous_id, now);
+    let mut record = crate::store::DeletionRecord::account(user_id, reason, &anonymous_id, now);
+    if worker_may_write {
+        // A cancelled job's worker may still store images: the account's objects are looked
+        // at once more after its lease.
+        record.recheck_at = Some(
+            (now + chrono::Duration::minutes(crate::store::RECHECK_AFTER_MINUTES)).timestamp(),
+        );
+    }
     let keep_until = crate::services::deletion::legal_keep_until(app, now);
     if !app
         .store
@@ -288,28 +301,29 @@ pub async fn start_account_deletion(
     {
         return Ok(false);
     }
-    let mut worker_may_write = false;
+    tracing::info!(reason, "account deactivated; deletion pending");
+    Ok(true)
+}
+
+/// Cancels and refunds the user's unfinished jobs (hidden; the account's deletion record covers
+/// their removal). Returns whether one was running (its worker may still write).
+pub async fn cancel_unfinished_jobs(
+    app: &App,
+    user_id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let mut running = false;
     for job_id in app.store.unfinished_job_ids(user_id).await? {
         if let Some((_, status)) = app
             .store
             .hide_job(user_id, &job_id, reason, false, now)
             .await?
         {
-            worker_may_write |= status == crate::domain::generation::JobStatus::Running;
+            running |= status == crate::domain::generation::JobStatus::Running;
         }
     }
-    if worker_may_write {
-        // A cancelled job's worker may still store images: the account's objects are removed
-        // once more after its lease.
-        app.store
-            .set_recheck(
-                &record.id,
-                now + chrono::Duration::minutes(crate::store::RECHECK_AFTER_MINUTES),
-            )
-            .await?;
-    }
-    tracing::info!(reason, "account deactivated; deletion pending");
-    Ok(true)
+    Ok(running)
 }
 
 /// `GET /v1/me/deletion`: how far the deletion of the caller's account is.

@@ -207,11 +207,30 @@ async fn end(
     {
         return Ok(false);
     }
+    // What the hold kept may go now: parked deletion records are due again, and its objects
+    // get the backstop tag back, except what another hold still covers.
+    app.store.unpark_deletion_records(now).await?;
     let holds = app.store.holds_in_force(now).await?;
     if !holds.covers(&hold.user_id, hold.generation_id.as_deref()) {
         app.objects.set_backstop(&hold_prefix(hold), true).await?;
+        for g in holds.held_generations(&hold.user_id) {
+            app.objects
+                .set_backstop(&generation_prefix(&hold.user_id, g), false)
+                .await?;
+        }
     }
     Ok(true)
+}
+
+/// The sweep's side: removes every hold whose end has come. Returns how many.
+pub async fn end_expired_holds(app: &App, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    let mut ended = 0;
+    for hold in app.store.list_holds().await? {
+        if !hold.in_force(now) && end(app, &hold, SYSTEM_ACTOR, "hold.end", None, now).await? {
+            ended += 1;
+        }
+    }
+    Ok(ended)
 }
 
 /// `DELETE /v1/admin/holds/{id}`.
@@ -245,17 +264,6 @@ pub async fn lift_hold(
         return Err(ApiError::not_found("hold"));
     }
     Ok(())
-}
-
-/// The sweep's side: a hold whose end has come. `false` if it was already gone or is still in
-/// force.
-pub async fn end_hold(app: &App, id: &str, now: DateTime<Utc>) -> anyhow::Result<bool> {
-    match app.store.get_hold(id).await? {
-        Some(hold) if !hold.in_force(now) => {
-            end(app, &hold, SYSTEM_ACTOR, "hold.end", None, now).await
-        }
-        _ => Ok(false),
-    }
 }
 
 /// `POST /v1/admin/users/{id}/suspension` (reason required) and `DELETE` (restore).
@@ -378,6 +386,11 @@ pub async fn review_report(
         outcome,
         now,
     );
+    if confirm {
+        // The deletion first: if recording the review then fails, the account is already on
+        // its way out and a retry of the confirmation only finds it reviewed.
+        start_account_deletion(app, &report.reported_user, "child_report", now).await?;
+    }
     if !app
         .store
         .review_child_report(
@@ -398,9 +411,7 @@ pub async fn review_report(
         ));
     }
     let user = &report.reported_user;
-    if confirm {
-        start_account_deletion(app, user, "child_report", now).await?;
-    } else {
+    if !confirm {
         let others_pending = app
             .store
             .pending_child_reports()

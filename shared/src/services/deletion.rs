@@ -37,12 +37,20 @@ pub async fn execute(
     let Some(record) = app.store.get_deletion_record(id).await? else {
         return Ok(Executed::Missing);
     };
-    if holds.covers(&record.user_id, record.generation_id.as_deref()) {
+    let held = match record.account {
+        // An account is erased only when no hold names it, not even one of its generations.
+        Some(_) => holds.names_user(&record.user_id),
+        None => holds.covers(&record.user_id, record.generation_id.as_deref()),
+    };
+    if held {
+        // Parked out of the due partitions, so held records never crowd out the rest; the end
+        // of a hold makes every parked record due again.
+        app.store.park_deletion_record(id).await?;
         tracing::info!(reason = %record.reason, "deletion held");
         return Ok(Executed::Held);
     }
-    match work(app, &record, now).await {
-        Ok(()) => {}
+    let recheck = match work(app, &record, now).await {
+        Ok(recheck) => recheck,
         Err(e) => {
             // Due again at once: the next run tries again; the error is kept on the record.
             let msg = format!("{e:#}");
@@ -55,23 +63,56 @@ pub async fn execute(
             }
             return Err(e);
         }
+    };
+    let recheck_at = record
+        .recheck_at
+        .and_then(|at| DateTime::from_timestamp(at, 0))
+        .into_iter()
+        .chain(recheck)
+        .max()
+        .filter(|at| *at > now);
+    if let Some(due) = recheck_at {
+        app.store.defer_deletion_record(id, due, None, true).await?;
+        return Ok(Executed::Rechecking);
     }
-    match record.recheck_at {
-        Some(at) if at > now.timestamp() => {
-            let due = DateTime::from_timestamp(at, 0).unwrap_or(now + Duration::minutes(15));
-            app.store.defer_deletion_record(id, due, None, true).await?;
-            Ok(Executed::Rechecking)
-        }
-        _ => {
-            app.store.finish_deletion_record(id).await?;
-            Ok(Executed::Done)
-        }
+    if let Some(account) = &record.account {
+        // Once, when everything is gone: the deletion is complete.
+        app.store.complete_tombstone(&record.user_id, now).await?;
+        crate::services::worker::publish(
+            app,
+            "account.deleted",
+            json!({"anonymous_id": account.anonymous_id, "reason": record.reason}),
+        )
+        .await;
     }
+    app.store.finish_deletion_record(id).await?;
+    Ok(Executed::Done)
 }
 
 /// Removes everything the record names: objects first (the items still point at them if this
-/// dies half-way), then items, then the account's partition and identity.
-async fn work(app: &App, record: &DeletionRecord, now: DateTime<Utc>) -> anyhow::Result<()> {
+/// dies half-way), then items, then the account's partition and identity. Returns when to look
+/// again if a worker may still be writing.
+async fn work(
+    app: &App,
+    record: &DeletionRecord,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let mut recheck = None;
+    if record.account.is_some() {
+        // Jobs still unfinished (created in a race with the deactivation) are cancelled and
+        // refunded before the ledger leaves the account; a running one's worker may still
+        // write, so its objects are looked at once more after the lease.
+        if crate::services::accounts::cancel_unfinished_jobs(
+            app,
+            &record.user_id,
+            &record.reason,
+            now,
+        )
+        .await?
+        {
+            recheck = Some(now + Duration::minutes(crate::store::RECHECK_AFTER_MINUTES));
+        }
+    }
     for prefix in &record.prefixes {
         app.objects.delete_prefix(prefix).await?;
     }
@@ -80,25 +121,24 @@ async fn work(app: &App, record: &DeletionRecord, now: DateTime<Utc>) -> anyhow:
     }
     if let Some(account) = &record.account {
         let keep_until = legal_keep_until(app, now);
-        let erased = app
+        let mut erased = app
             .store
-            .erase_account_items(&record.user_id, &account.anonymous_id, keep_until)
+            .erase_account_items(&record.user_id, account, keep_until)
             .await?;
+        // A second pass finds what a concurrent writer added meanwhile (normally nothing).
+        let again = app
+            .store
+            .erase_account_items(&record.user_id, account, keep_until)
+            .await?;
+        erased.items_deleted += again.items_deleted;
         // Objects written while the partition was erased (a late worker) go too.
         for prefix in &record.prefixes {
             app.objects.delete_prefix(prefix).await?;
         }
         app.identity.delete_user(&record.user_id).await?;
-        app.store.complete_tombstone(&record.user_id, now).await?;
         tracing::info!(?erased, identity = app.identity.name(), "account erased");
-        crate::services::worker::publish(
-            app,
-            "account.deleted",
-            json!({"anonymous_id": account.anonymous_id, "reason": record.reason}),
-        )
-        .await;
     }
-    Ok(())
+    Ok(recheck)
 }
 
 /// How long billing and admin records are kept from `now` (R4's legal period).

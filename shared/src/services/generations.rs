@@ -196,6 +196,7 @@ pub async fn create(
                 request_hash: hash.clone(),
                 status: 202,
                 body: response.to_string(),
+                job_id: None,
             }),
         })
         .await?;
@@ -207,6 +208,16 @@ pub async fn create(
                 "insufficient_credits",
                 format!("this request costs {cost} credits; buy more or lower n, size or quality"),
             ))
+        }
+        CreateOutcome::AccountInactive => {
+            // Deleted or suspended between the check above and the commit: the same answers.
+            return Err(match require_onboarded(app, caller).await {
+                Err(e) => e,
+                Ok(_) => ApiError::forbidden(
+                    "account_suspended",
+                    "this account is suspended: it can read, export and delete its data, not generate",
+                ),
+            });
         }
         CreateOutcome::Existing(record) => {
             if record.request_hash != hash {

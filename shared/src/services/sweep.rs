@@ -54,6 +54,15 @@ pub struct SweepReport {
 #[instrument(skip_all)]
 pub async fn run(app: &App, now: DateTime<Utc>) -> anyhow::Result<SweepReport> {
     let mut report = SweepReport::default();
+    // Holds whose end has come are ended first, so what they kept is deleted in this run (and
+    // their audit records are anonymized with the account they name, if it goes).
+    match crate::services::admin::end_expired_holds(app, now).await {
+        Ok(n) => report.holds_ended += n,
+        Err(e) => {
+            tracing::error!(error = ?e, "ended holds not removed");
+            report.errors += 1;
+        }
+    }
     let holds = match app.store.holds_in_force(now).await {
         Ok(h) => Some(h),
         Err(e) => {
@@ -216,8 +225,11 @@ async fn refund_dead_letters(
     Ok(())
 }
 
-/// Hands a generation past its retention to the pipeline, unless a hold covers it or it is
-/// unfinished (the stale-job phase fails and refunds those first).
+/// Hands a generation past its retention to the pipeline: hidden from the API with its
+/// deletion record committed. Under a hold the record is parked and the content stays in
+/// storage until the hold ends (it leaves the retention index either way, so held content never
+/// crowds out the rest). An unfinished job is left to the stale-job phase, which fails and
+/// refunds it first.
 async fn expire_generation(
     app: &App,
     holds: &HoldSet,
@@ -226,14 +238,19 @@ async fn expire_generation(
     now: DateTime<Utc>,
     report: &mut SweepReport,
 ) -> anyhow::Result<()> {
-    if holds.covers(user_id, Some(job_id)) {
-        report.content_held += 1;
-        return Ok(());
-    }
     let Some(job) = app.store.get_job(user_id, job_id).await? else {
         return Ok(());
     };
     if matches!(job.status, JobStatus::Queued | JobStatus::Running) {
+        return Ok(());
+    }
+    // The retention in force decides (an item stamped by an earlier release included).
+    if app
+        .config
+        .retention
+        .content_delete_at(job.created_at)
+        .is_none_or(|at| at > now)
+    {
         return Ok(());
     }
     if let Some((record, _)) = app
@@ -245,7 +262,10 @@ async fn expire_generation(
         match deletion::execute(app, &record.id, holds, now).await? {
             Executed::Done => report.deletions_completed += 1,
             Executed::Rechecking => report.deletions_rechecking += 1,
-            Executed::Held => report.deletions_held += 1,
+            Executed::Held => {
+                report.content_held += 1;
+                report.deletions_held += 1;
+            }
             Executed::Missing => {}
         }
     }
@@ -266,9 +286,7 @@ async fn delete_stamped(
                 return expire_generation(app, holds, user_id, job_id, now, report).await;
             }
             if due.pk == HOLD_PK {
-                if crate::services::admin::end_hold(app, &due.sk, now).await? {
-                    report.holds_ended += 1;
-                }
+                // Ended at the start of the run (`end_expired_holds`).
                 return Ok(());
             }
             if app.store.delete_if_due(&due, now).await? {

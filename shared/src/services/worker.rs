@@ -191,6 +191,14 @@ async fn store_images(
     worker_id: &str,
     images: Vec<Vec<u8>>,
 ) -> Result<Processed, WorkerError> {
+    // Content under a legal hold is stored without the lifecycle backstop's tag (R5).
+    let backstop = match app.store.holds_in_force(Utc::now()).await {
+        Ok(holds) => !holds.covers(&job.user_id, Some(&job.id)),
+        Err(e) => {
+            tracing::warn!(error = ?e, "holds unreadable; storing without the backstop tag");
+            false
+        }
+    };
     let mut stored = Vec::with_capacity(images.len());
     for (i, bytes) in images.into_iter().enumerate() {
         let meta = match inspect(job, i, &bytes) {
@@ -202,8 +210,21 @@ async fn store_images(
             }
         };
         let content_type = job.settings.output_format.content_type();
-        if let Err(e) = app.objects.put(&meta.key, bytes, content_type).await {
-            remove_objects(app, job).await;
+        if let Err(e) = app
+            .objects
+            .put(&meta.key, bytes, content_type, backstop)
+            .await
+        {
+            // The job goes back to the queue and its retry writes the same keys: removed
+            // directly, not through a record that could outlive the retry's success. If the
+            // retries never succeed, the sweep's fail-and-refund records the cleanup.
+            if let Err(e) = app
+                .objects
+                .delete_prefix(&generation_prefix(&job.user_id, &job.id))
+                .await
+            {
+                tracing::warn!(error = ?e, "partial images of a released job not removed yet");
+            }
             release(app, job, worker_id, Utc::now()).await?;
             return Err(WorkerError::retry(format!("storing images: {e:#}")));
         }

@@ -56,8 +56,18 @@ impl HoldSet {
             })
     }
 
-    pub fn covers_user(&self, user_id: &str) -> bool {
-        self.users.contains(user_id)
+    /// Whether any hold names the user (on the account or on one of its generations): an
+    /// account is erased only when none does.
+    pub fn names_user(&self, user_id: &str) -> bool {
+        self.users.contains(user_id) || self.generations.iter().any(|(u, _)| u == user_id)
+    }
+
+    /// The generations of `user_id` held on their own.
+    pub fn held_generations<'a>(&'a self, user_id: &'a str) -> impl Iterator<Item = &'a str> {
+        self.generations
+            .iter()
+            .filter(move |(u, _)| u == user_id)
+            .map(|(_, g)| g.as_str())
     }
 }
 
@@ -174,16 +184,32 @@ impl Store {
         by_user
             .into_iter()
             .map(|(user, fields)| {
-                let mut item = new_item(Kind::Reference, user_pk(user), ref_sk(pk, sk));
-                item.insert("ref_pk".into(), s(pk));
-                item.insert("ref_sk".into(), s(sk));
-                item.insert(
-                    "fields".into(),
-                    aws_sdk_dynamodb::types::AttributeValue::Ss(
-                        fields.into_iter().map(str::to_string).collect(),
-                    ),
-                );
-                self.put(item, None)
+                // An update that adds to the set: two mentions of one user in one record (a
+                // reporter who also reviews) merge instead of overwriting each other.
+                let spec = crate::datamap::spec_of(Kind::Reference);
+                Ok(TransactWriteItem::builder()
+                    .update(
+                        Update::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key(user_pk(user), ref_sk(pk, sk))))
+                            .update_expression(
+                                "SET kind = :kind, retention = :ret, ref_pk = :rpk, ref_sk = :rsk \
+                                 ADD #fields :f",
+                            )
+                            .expression_attribute_names("#fields", "fields")
+                            .expression_attribute_values(":kind", s(spec.kind))
+                            .expression_attribute_values(":ret", s(spec.retention.as_str()))
+                            .expression_attribute_values(":rpk", s(pk))
+                            .expression_attribute_values(":rsk", s(sk))
+                            .expression_attribute_values(
+                                ":f",
+                                aws_sdk_dynamodb::types::AttributeValue::Ss(
+                                    fields.into_iter().map(str::to_string).collect(),
+                                ),
+                            )
+                            .build()?,
+                    )
+                    .build())
             })
             .collect()
     }
@@ -377,7 +403,13 @@ impl Store {
                 ("reporter", report.reporter.as_str()),
             ]),
         )?);
-        items.push(self.suspend_item(&report.reported_user, "child_report", SYSTEM_ACTOR, now)?);
+        items.push(self.suspend_item(
+            &report.reported_user,
+            "child_report",
+            SYSTEM_ACTOR,
+            true,
+            now,
+        )?);
         items.extend(self.audit_items(audit, keep_until)?);
         Ok(matches!(
             transact(&self.client, "file child report", items).await?,
@@ -400,25 +432,33 @@ impl Store {
             .transpose()
     }
 
-    /// Reports waiting for review, oldest first.
+    /// Reports waiting for review, oldest first (every page of the partition is read).
     pub async fn pending_child_reports(&self) -> anyhow::Result<Vec<ChildReport>> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .filter_expression("#st = :pending")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":pk", s(REPORT_PK))
-            .expression_attribute_values(":pending", s("pending"))
-            .consistent_read(true)
-            .send()
-            .await
-            .context("listing reports")?;
-        out.items()
-            .iter()
-            .map(|i| serde_dynamo::from_item(i.clone()).context("stored report"))
-            .collect()
+        let mut reports = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .filter_expression("#st = :pending")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":pk", s(REPORT_PK))
+                .expression_attribute_values(":pending", s("pending"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .context("listing reports")?;
+            for i in out.items() {
+                reports.push(serde_dynamo::from_item(i.clone()).context("stored report")?);
+            }
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(reports);
+            }
+        }
     }
 
     /// Records the review of a pending report (and its audit record); `false` if it was not

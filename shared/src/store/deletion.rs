@@ -35,7 +35,12 @@ pub struct ItemRef {
 /// billing records moved under `anonymous_id`, its identity-provider user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountErasure {
+    /// The id the billing records are kept under.
     pub anonymous_id: String,
+    /// Another id, for the subject's mentions in admin records (audit, reports), so their free
+    /// text can never tie the billing records to the person.
+    #[serde(default)]
+    pub reference_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +132,7 @@ impl DeletionRecord {
         r.prefixes.push(crate::objects::user_prefix(user_id));
         r.account = Some(AccountErasure {
             anonymous_id: anonymous_id.into(),
+            reference_id: new_id(now),
         });
         r
     }
@@ -247,19 +253,52 @@ impl Store {
         }
     }
 
-    /// Asks for a second pass at `at` (a worker may still write after the first).
-    pub async fn set_recheck(&self, id: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
-        self.client
+    /// Parks a record under a hold: out of the due partitions until a hold ends.
+    pub async fn park_deletion_record(&self, id: &str) -> anyhow::Result<()> {
+        let result = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(deletion_pk(id), RECORD)))
-            .update_expression("SET recheck_at = :at")
+            .update_expression("SET exp_pk = :held")
             .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":at", n(at.timestamp()))
+            .expression_attribute_values(":held", s(keys::held_pk(id)))
             .send()
-            .await
-            .context("asking a deletion record for a recheck")?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if super::accounts::is_conditional_failure(&e) => Ok(()),
+            Err(e) => Err(anyhow::anyhow!(e).context("parking a held deletion record")),
+        }
+    }
+
+    /// A hold ended: every parked record is due again (those still held are parked again by
+    /// the next run). Returns how many.
+    pub async fn unpark_deletion_records(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        let far = now + Duration::days(366 * 100);
+        let parked = self.due_in(keys::HELD, far, usize::MAX).await?;
+        for item in &parked {
+            let Some(id) = item.pk.strip_prefix("DELETION#") else {
+                continue;
+            };
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(&item.pk, &item.sk)))
+                .update_expression("SET exp_pk = :del, exp_at = :now")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_values(":del", s(keys::del_pk(id)))
+                .expression_attribute_values(":now", n(now.timestamp()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(e) if super::accounts::is_conditional_failure(&e) => {}
+                Err(e) => return Err(anyhow::anyhow!(e).context("unparking a deletion record")),
+            }
+        }
+        Ok(parked.len())
     }
 
     /// Deletes one item named by a record; a missing item is already gone.

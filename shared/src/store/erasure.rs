@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::accounts::is_conditional_failure;
 use super::admin::AuditRecord;
-use super::deletion::DeletionRecord;
+use super::deletion::{AccountErasure, DeletionRecord};
 use super::item::{get_s, key, n, s, Item};
 use super::keys::{
     self, anon_pk, tombstone_pk, user_pk, ACCOUNT, LEDGER_PREFIX, PROFILE, REF_PREFIX,
@@ -45,21 +45,30 @@ pub struct Erased {
 
 impl Store {
     /// The profile update that suspends an account, as a transaction item.
+    ///
+    /// With `keep_existing`, an account already suspended keeps its reason (a child report
+    /// must not turn an admin's suspension into one its dismissal would lift).
     pub(crate) fn suspend_item(
         &self,
         user_id: &str,
         reason: &str,
         actor: &str,
+        keep_existing: bool,
         now: DateTime<Utc>,
     ) -> anyhow::Result<TransactWriteItem> {
+        let expr = if keep_existing {
+            "SET suspension_reason = if_not_exists(suspension_reason, :r), \
+             suspended_at = if_not_exists(suspended_at, :t), \
+             suspended_by = if_not_exists(suspended_by, :by)"
+        } else {
+            "SET suspension_reason = :r, suspended_at = :t, suspended_by = :by"
+        };
         Ok(TransactWriteItem::builder()
             .update(
                 Update::builder()
                     .table_name(&self.table)
                     .set_key(Some(key(user_pk(user_id), PROFILE)))
-                    .update_expression(
-                        "SET suspension_reason = :r, suspended_at = :t, suspended_by = :by",
-                    )
+                    .update_expression(expr)
                     .condition_expression(
                         "attribute_exists(pk) AND attribute_not_exists(deleted_at)",
                     )
@@ -83,7 +92,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
         let change = match reason {
-            Some(r) => self.suspend_item(user_id, r, actor, now)?,
+            Some(r) => self.suspend_item(user_id, r, actor, false, now)?,
             None => TransactWriteItem::builder()
                 .update(
                     Update::builder()
@@ -198,9 +207,15 @@ impl Store {
     pub async fn erase_account_items(
         &self,
         user_id: &str,
-        anonymous_id: &str,
+        ids: &AccountErasure,
         keep_until: DateTime<Utc>,
     ) -> anyhow::Result<Erased> {
+        let anonymous_id = ids.anonymous_id.as_str();
+        let reference_id = if ids.reference_id.is_empty() {
+            anonymous_id
+        } else {
+            ids.reference_id.as_str()
+        };
         let mut erased = Erased::default();
         let mut profile = None;
         let mut start = None;
@@ -225,7 +240,7 @@ impl Store {
                         .await?;
                     erased.ledger_entries_moved += 1;
                 } else if sk.starts_with(REF_PREFIX) {
-                    self.rewrite_reference(user_id, anonymous_id, item).await?;
+                    self.rewrite_reference(user_id, reference_id, item).await?;
                     erased.references_rewritten += 1;
                 } else {
                     self.delete_key(&user_pk(user_id), &sk).await?;

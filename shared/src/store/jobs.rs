@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Put, ReturnValue, TransactWriteItem, Update,
+};
 use chrono::{DateTime, Utc};
 
 use super::accounts::is_conditional_failure;
@@ -29,6 +31,17 @@ pub struct IdempotencyRecord {
     pub request_hash: String,
     pub status: u16,
     pub body: String,
+    /// The job the first request created (as read back).
+    pub job_id: Option<String>,
+}
+
+/// One try at creating a job.
+enum Attempt {
+    Done(CreateOutcome),
+    /// The idempotency record vanished between the failed condition and the read.
+    Again,
+    /// The idempotency record belongs to this deleted job: try again, replacing it.
+    Free(String),
 }
 
 pub struct CreateJob<'a> {
@@ -47,6 +60,8 @@ pub enum CreateOutcome {
     InsufficientCredits,
     /// The idempotency key was used before: the record of the first request.
     Existing(IdempotencyRecord),
+    /// The account was deactivated or suspended meanwhile.
+    AccountInactive,
 }
 
 pub enum ClaimOutcome {
@@ -84,7 +99,7 @@ struct JobRecord {
     refunded: u64,
     #[serde(default)]
     attempts: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "images_list_or_json")]
     images: Vec<StoredImage>,
     /// U3: providers are called in their no-training mode; every stored item records it.
     training_use: String,
@@ -101,6 +116,22 @@ struct JobRecord {
     /// Set when the job was deleted: hidden from the API, its removal left to the pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     deleted_at: Option<String>,
+}
+
+/// Images as stored: a list, or (items of the first release) a JSON string.
+fn images_list_or_json<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<StoredImage>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Images {
+        List(Vec<StoredImage>),
+        Json(String),
+    }
+    match Images::deserialize(d)? {
+        Images::List(list) => Ok(list),
+        Images::Json(text) => serde_json::from_str(&text).map_err(serde::de::Error::custom),
+    }
 }
 
 fn job_item(c: &CreateJob<'_>) -> anyhow::Result<Item> {
@@ -180,15 +211,24 @@ impl Store {
     pub async fn create_job(&self, c: CreateJob<'_>) -> anyhow::Result<CreateOutcome> {
         // An idempotency record can vanish between the failed condition and the read (expired
         // and swept, or deleted with its job): then the key is free again, so try once more.
-        for _ in 0..2 {
-            if let Some(outcome) = self.try_create_job(&c).await? {
-                return Ok(outcome);
+        let mut freed = None;
+        for _ in 0..3 {
+            match self.try_create_job(&c, freed.as_deref()).await? {
+                Attempt::Done(outcome) => return Ok(outcome),
+                Attempt::Again => {}
+                // The key's record belongs to a job its owner deleted (its removal is still
+                // pending): the key is free, and must never replay the deleted job.
+                Attempt::Free(job_id) => freed = Some(job_id),
             }
         }
         Err(anyhow::Error::new(super::Contention("idempotency record")))
     }
 
-    async fn try_create_job(&self, c: &CreateJob<'_>) -> anyhow::Result<Option<CreateOutcome>> {
+    async fn try_create_job(
+        &self,
+        c: &CreateJob<'_>,
+        freed: Option<&str>,
+    ) -> anyhow::Result<Attempt> {
         let mut items = Vec::new();
         if let Some(idem) = &c.idempotency {
             let expires = c.now
@@ -211,8 +251,11 @@ impl Store {
                         Put::builder()
                             .table_name(&self.table)
                             .set_item(Some(rec))
-                            .condition_expression("attribute_not_exists(pk) OR exp_at < :now")
+                            .condition_expression(
+                                "attribute_not_exists(pk) OR exp_at < :now OR job_id = :freed",
+                            )
                             .expression_attribute_values(":now", n(c.now.timestamp()))
+                            .expression_attribute_values(":freed", s(freed.unwrap_or("-")))
                             .build()?,
                     )
                     .build(),
@@ -240,21 +283,46 @@ impl Store {
             -(c.cost as i64),
             c.now,
         )?);
+        // The account must still be active and not suspended when the job commits (a deletion
+        // or suspension racing this request wins).
+        let profile_index = items.len();
+        items.push(
+            TransactWriteItem::builder()
+                .condition_check(
+                    ConditionCheck::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(user_pk(c.user_id), keys::PROFILE)))
+                        .condition_expression(
+                            "attribute_exists(pk) AND attribute_not_exists(deleted_at) \
+                             AND attribute_not_exists(suspension_reason)",
+                        )
+                        .build()?,
+                )
+                .build(),
+        );
         let outcome = transact(&self.client, "create generation", items).await?;
         if let TxnOutcome::Committed = outcome {
-            return Ok(Some(CreateOutcome::Created));
+            return Ok(Attempt::Done(CreateOutcome::Created));
         }
         if let Some(i) = idem_index {
             if outcome.failed_at(i) {
                 let key = &c.idempotency.as_ref().expect("index implies a record").key;
-                return Ok(self
-                    .get_idempotency(c.user_id, key)
-                    .await?
-                    .map(CreateOutcome::Existing));
+                return Ok(match self.get_idempotency(c.user_id, key).await? {
+                    None => Attempt::Again,
+                    Some(record) => match &record.job_id {
+                        Some(job) if self.get_job(c.user_id, job).await?.is_none() => {
+                            Attempt::Free(job.clone())
+                        }
+                        _ => Attempt::Done(CreateOutcome::Existing(record)),
+                    },
+                });
             }
         }
+        if outcome.failed_at(profile_index) {
+            return Ok(Attempt::Done(CreateOutcome::AccountInactive));
+        }
         if outcome.failed_at(balance_index) {
-            return Ok(Some(CreateOutcome::InsufficientCredits));
+            return Ok(Attempt::Done(CreateOutcome::InsufficientCredits));
         }
         bail!(
             "creating generation {}: unexpected condition failure",
@@ -283,6 +351,7 @@ impl Store {
                     request_hash: get_s(i, "request_hash")?.to_string(),
                     status: get_n(i, "status_code")?,
                     body: get_s(i, "body")?.to_string(),
+                    job_id: i.get("job_id").and_then(|v| v.as_s().ok()).cloned(),
                 })
             })
             .transpose()

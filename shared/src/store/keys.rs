@@ -35,6 +35,8 @@ pub const ACCOUNT: &str = "ACCOUNT";
 pub const EXP: &str = "EXP#";
 pub const CONTENT: &str = "CONTENT#";
 pub const DEL: &str = "DEL#";
+/// Deletion records parked under a legal hold: not due until a hold ends.
+pub const HELD: &str = "HELD#";
 
 pub fn user_pk(user_id: &str) -> String {
     format!("USER#{user_id}")
@@ -71,6 +73,10 @@ pub fn content_pk(seed: &str) -> String {
 
 pub fn del_pk(seed: &str) -> String {
     format!("{DEL}{}", shard(seed))
+}
+
+pub fn held_pk(seed: &str) -> String {
+    format!("{HELD}{}", shard(seed))
 }
 
 pub fn deletion_pk(id: &str) -> String {
