@@ -183,7 +183,7 @@ pub const DATA_MAP: &[KindSpec] = &[
         R::UntilDone, "until everything it names is gone", T::DueNow,
         "removed by the sweep once its work is done", false),
     spec(Kind::DeletionTombstone, "deletion_tombstone", Table, "TOMBSTONE#<sha256> | ACCOUNT",
-        "that an account was deleted, when, and whether it got signup credits; keyed by a hash of the subject",
+        "that an account was deleted and when (so the same identity gets no second signup grant); keyed by a hash of the subject",
         "C1", R::BillingRecord, "the legal period (LEGAL_RETENTION_YEARS)", T::Stamped,
         "the sweep, at its deletion time", false),
     spec(Kind::Reference, "reference", Table, "USER#<sub> | REF#<pk>#<sk>",

@@ -23,6 +23,16 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<SweepReport,
 /// The report as an Embedded Metric Format document (every counter a metric, `Count` unit).
 pub fn emf(report: &SweepReport, timestamp_ms: i64) -> Value {
     let mut doc = serde_json::to_value(report).expect("a report serializes");
+    // Metric values are numbers: flags count as 0 or 1.
+    for value in doc
+        .as_object_mut()
+        .expect("a report is an object")
+        .values_mut()
+    {
+        if let Some(flag) = value.as_bool() {
+            *value = json!(u8::from(flag));
+        }
+    }
     let names: Vec<Value> = doc
         .as_object()
         .expect("a report is an object")
@@ -38,4 +48,36 @@ pub fn emf(report: &SweepReport, timestamp_ms: i64) -> Value {
         }],
     });
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sweep errors are metrics (the invocation itself succeeds): every counter of the report
+    /// is a numeric CloudWatch metric in the Embedded Metric Format.
+    #[test]
+    fn r3_sweep_report_is_published_as_embedded_metrics() {
+        let report = SweepReport {
+            errors: 2,
+            deletions_completed: 5,
+            out_of_time: true,
+            ..Default::default()
+        };
+        let doc = emf(&report, 1_795_000_000_000);
+        let metrics = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap();
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            METRIC_NAMESPACE
+        );
+        for m in metrics {
+            let name = m["Name"].as_str().unwrap();
+            assert!(doc[name].is_u64(), "{name} is a number");
+        }
+        assert!(metrics.iter().any(|m| m["Name"] == "errors"));
+        assert_eq!(doc["errors"], 2);
+        assert_eq!(doc["out_of_time"], 1);
+    }
 }

@@ -29,6 +29,19 @@ use crate::store::{DueItem, FailGuard, HoldSet};
 /// Most items handled per kind in one run; the next run continues.
 pub const BATCH_LIMIT: usize = 500;
 
+/// A run starts no new item after this (the function's timeout is 300 s): what is left waits
+/// for the next run, and the run still ends normally with its report and metrics.
+pub const TIME_BUDGET: std::time::Duration = std::time::Duration::from_secs(240);
+
+fn out_of_time(started: std::time::Instant, report: &mut SweepReport) -> bool {
+    let out = started.elapsed() > TIME_BUDGET;
+    if out && !report.out_of_time {
+        tracing::warn!("sweep time budget spent; the next run continues");
+        report.out_of_time = true;
+    }
+    out
+}
+
 pub const STUCK_REASON: &str =
     "The job did not finish in time. Your credits were refunded; please try again.";
 
@@ -49,10 +62,13 @@ pub struct SweepReport {
     pub holds_ended: usize,
     /// Items or phases that failed this run (logged; retried next run).
     pub errors: usize,
+    /// The run stopped early at its time budget.
+    pub out_of_time: bool,
 }
 
 #[instrument(skip_all)]
 pub async fn run(app: &App, now: DateTime<Utc>) -> anyhow::Result<SweepReport> {
+    let started = std::time::Instant::now();
     let mut report = SweepReport::default();
     // Holds whose end has come are ended first, so what they kept is deleted in this run (and
     // their audit records are anonymized with the account they name, if it goes).
@@ -72,26 +88,26 @@ pub async fn run(app: &App, now: DateTime<Utc>) -> anyhow::Result<SweepReport> {
         }
     };
     if let Some(holds) = &holds {
-        if let Err(e) = run_pipeline(app, holds, now, &mut report).await {
+        if let Err(e) = run_pipeline(started, app, holds, now, &mut report).await {
             tracing::error!(error = ?e, "deletion phase failed");
             report.errors += 1;
         }
     }
     // The phases are independent: one failing does not keep the others from running.
-    if let Err(e) = refund_stale(app, now, &mut report).await {
+    if let Err(e) = refund_stale(started, app, now, &mut report).await {
         tracing::error!(error = ?e, "stale-job phase failed");
         report.errors += 1;
     }
-    if let Err(e) = refund_dead_letters(app, now, &mut report).await {
+    if let Err(e) = refund_dead_letters(started, app, now, &mut report).await {
         tracing::error!(error = ?e, "dead-letter phase failed");
         report.errors += 1;
     }
     if let Some(holds) = &holds {
-        if let Err(e) = delete_stamped(app, holds, now, &mut report).await {
+        if let Err(e) = delete_stamped(started, app, holds, now, &mut report).await {
             tracing::error!(error = ?e, "expiry phase failed");
             report.errors += 1;
         }
-        if let Err(e) = expire_content(app, holds, now, &mut report).await {
+        if let Err(e) = expire_content(started, app, holds, now, &mut report).await {
             tracing::error!(error = ?e, "content retention phase failed");
             report.errors += 1;
         }
@@ -101,12 +117,16 @@ pub async fn run(app: &App, now: DateTime<Utc>) -> anyhow::Result<SweepReport> {
 }
 
 async fn run_pipeline(
+    started: std::time::Instant,
     app: &App,
     holds: &HoldSet,
     now: DateTime<Utc>,
     report: &mut SweepReport,
 ) -> anyhow::Result<()> {
     for id in app.store.due_deletion_records(now, BATCH_LIMIT).await? {
+        if out_of_time(started, report) {
+            break;
+        }
         match deletion::execute(app, &id, holds, now).await {
             Ok(Executed::Done) => report.deletions_completed += 1,
             Ok(Executed::Rechecking) => report.deletions_rechecking += 1,
@@ -136,11 +156,15 @@ async fn refund(
 }
 
 async fn refund_stale(
+    started: std::time::Instant,
     app: &App,
     now: DateTime<Utc>,
     report: &mut SweepReport,
 ) -> anyhow::Result<()> {
     for due in app.store.stale_jobs(now, BATCH_LIMIT).await? {
+        if out_of_time(started, report) {
+            break;
+        }
         let Some((user_id, job_id)) = job_key(&due) else {
             continue;
         };
@@ -198,11 +222,15 @@ async fn settle_dead_letter(
 }
 
 async fn refund_dead_letters(
+    started: std::time::Instant,
     app: &App,
     now: DateTime<Utc>,
     report: &mut SweepReport,
 ) -> anyhow::Result<()> {
     for _ in 0..(BATCH_LIMIT / 10) {
+        if out_of_time(started, report) {
+            break;
+        }
         let letters = app.queue.receive_dead_letters().await?;
         if letters.is_empty() {
             break;
@@ -274,12 +302,16 @@ async fn expire_generation(
 
 /// Items stamped with a deletion time (`EXP#` shards) whose time has come.
 async fn delete_stamped(
+    started: std::time::Instant,
     app: &App,
     holds: &HoldSet,
     now: DateTime<Utc>,
     report: &mut SweepReport,
 ) -> anyhow::Result<()> {
     for due in app.store.due_in(keys::EXP, now, BATCH_LIMIT).await? {
+        if out_of_time(started, report) {
+            break;
+        }
         let outcome = async {
             if let Some((user_id, job_id)) = job_key(&due) {
                 // Stamped by an earlier release; the policy decides now.
@@ -305,6 +337,7 @@ async fn delete_stamped(
 
 /// R1: content created before `now - retention` (`CONTENT#` shards, by creation time).
 async fn expire_content(
+    started: std::time::Instant,
     app: &App,
     holds: &HoldSet,
     now: DateTime<Utc>,
@@ -319,6 +352,9 @@ async fn expire_content(
         .due_in(keys::CONTENT, created_before, BATCH_LIMIT)
         .await?
     {
+        if out_of_time(started, report) {
+            break;
+        }
         let Some((user_id, job_id)) = job_key(&due) else {
             continue;
         };

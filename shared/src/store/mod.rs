@@ -1,17 +1,17 @@
 //! The DynamoDB adapter: one table, keys driven by the access patterns. SDK types and item
 //! conversions stay in this module; callers see domain values.
 //!
-//! | item            | pk           | sk                | notes                                   |
-//! |-----------------|--------------|-------------------|-----------------------------------------|
-//! | profile         | `USER#<sub>` | `PROFILE`         |                                         |
-//! | balance         | `USER#<sub>` | `CREDITS`         | `balance` never negative (condition)     |
-//! | ledger entry    | `USER#<sub>` | `LEDGER#<cause>`  | one per cause (condition)               |
-//! | generation      | `USER#<sub>` | `GEN#<ulid>`      | newest first by ULID; `exp_*`, `lease_*` |
-//! | idempotency     | `USER#<sub>` | `IDEM#<key>`      | `exp_*` 24 h, TTL backstop              |
-//! | refusal counter | `STATS#age_refusals` | `<date>`  | a count, no identity (K1)               |
+//! Every kind of item, its key shape, retention and deletion is listed once, in the data map
+//! (`crate::datamap::DATA_MAP`, published by `GET /v1/policy`). The user's partition
+//! `USER#<sub>` holds the profile, balance, ledger, generations (`GEN#<ulid>`, newest first),
+//! idempotency records, references (`REF#`) and rate counters; admin records live in `HOLD`,
+//! `AUDIT` and `REPORT`; deletion records in `DELETION#<id>`; billing records of deleted
+//! accounts in `ANON#<id>`; tombstones in `TOMBSTONE#<hash>`.
 //!
-//! Index `by-expiry` (`exp_pk` = `EXP#<shard>`, `exp_at` epoch seconds) lets the sweep find what
-//! is due for deletion in deletion-time order without a `Scan`; `by-lease` (`lease_pk`,
+//! Index `by-expiry` lets the sweep find what is due without a `Scan`: `EXP#<shard>` items carry
+//! their deletion time in `exp_at`, `CONTENT#<shard>` their creation time (due at creation + the
+//! retention in force), `DEL#<shard>` are due deletion records and `HELD#<shard>` records parked
+//! under a legal hold; `by-lease` (`lease_pk`,
 //! `lease_until`) finds jobs queued or running past their deadline.
 
 mod accounts;
