@@ -107,49 +107,31 @@ impl Objects for ObjectStore {
     }
 
     async fn delete_prefix(&self, prefix: &str) -> anyhow::Result<usize> {
-        let mut deleted = 0;
-        let mut token = None;
-        loop {
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .context("listing objects to delete")?;
-            let ids = page
-                .contents()
+        let keys = self.list(prefix).await?;
+        // DeleteObjects takes up to 1,000 keys a call.
+        for chunk in keys.chunks(1000) {
+            let ids = chunk
                 .iter()
-                .filter_map(|o| o.key())
                 .map(|k| ObjectIdentifier::builder().key(k).build())
                 .collect::<Result<Vec<_>, _>>()?;
-            if !ids.is_empty() {
-                deleted += ids.len();
-                let out = self
-                    .client
-                    .delete_objects()
-                    .bucket(&self.bucket)
-                    .delete(
-                        Delete::builder()
-                            .set_objects(Some(ids))
-                            .quiet(true)
-                            .build()?,
-                    )
-                    .send()
-                    .await
-                    .context("deleting objects")?;
-                if let Some(err) = out.errors().first() {
-                    anyhow::bail!("deleting {:?}: {:?}", err.key(), err.message());
-                }
-            }
-            token = page.next_continuation_token().map(str::to_string);
-            if token.is_none() {
-                break;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(
+                    Delete::builder()
+                        .set_objects(Some(ids))
+                        .quiet(true)
+                        .build()?,
+                )
+                .send()
+                .await
+                .context("deleting objects")?;
+            if let Some(err) = out.errors().first() {
+                anyhow::bail!("deleting {:?}: {:?}", err.key(), err.message());
             }
         }
-        Ok(deleted)
+        Ok(keys.len())
     }
 
     async fn list(&self, prefix: &str) -> anyhow::Result<Vec<String>> {

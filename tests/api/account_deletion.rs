@@ -25,16 +25,6 @@ fn attribute_texts(
     out
 }
 
-async fn delete_account(app: &TestApp, user: &User) -> reqwest::Response {
-    app.send(
-        reqwest::Method::DELETE,
-        "/v1/me",
-        Some(user),
-        Some(json!({"confirm": "delete my account"})),
-    )
-    .await
-}
-
 /// R4, D3: after account deletion and one sweep, no item or object anywhere holds the user's
 /// subject, email, display name, avatar URL or any prompt; the ledger survives under an
 /// anonymous id and sums to what was charged; the Cognito user is gone; `account.deleted`
@@ -92,7 +82,7 @@ async fn r4_account_deletion_leaves_nothing_but_anonymous_billing_records() {
     assert!(app.cognito_user_exists(&user.sub).await);
     let _ = app.events().await;
 
-    let resp = delete_account(&app, &user).await;
+    let resp = app.delete_account(&user).await;
     assert_eq!(resp.status(), 202);
     let status: Value = resp.json().await.unwrap();
     assert_eq!(status["status"], "pending");
@@ -207,7 +197,7 @@ async fn r4_the_same_identity_signing_up_again_gets_an_empty_account_without_fre
     let app = spawn_app().await;
     let user = app.onboarded_user().await;
     app.create(&user, gen_body("before")).await;
-    assert_eq!(delete_account(&app, &user).await.status(), 202);
+    assert_eq!(app.delete_account(&user).await.status(), 202);
     assert_eq!(
         problem_code(app.onboard(&user).await, 403).await,
         "account_deleted"

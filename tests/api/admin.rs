@@ -164,14 +164,7 @@ async fn r5_account_deletion_of_a_held_user_waits_until_the_hold_ends() {
         json!({"user_id": user.sub, "reason": "fraud review", "until": until.to_rfc3339()}),
     )
     .await;
-    let resp = app
-        .send(
-            reqwest::Method::DELETE,
-            "/v1/me",
-            Some(&user),
-            Some(json!({"confirm": "delete my account"})),
-        )
-        .await;
+    let resp = app.delete_account(&user).await;
     assert_eq!(resp.status(), 202);
     let report = app.sweep_at(Utc::now() + Duration::days(1)).await;
     assert_eq!(report.deletions_held, 1);
@@ -561,14 +554,7 @@ async fn r5_hold_on_one_generation_holds_the_account_deletion() {
     app.drain().await;
     let key = &app.objects_of(&user, &held).await[0];
     assert!(app.app().objects.tags(key).await.unwrap().is_empty());
-    let resp = app
-        .send(
-            reqwest::Method::DELETE,
-            "/v1/me",
-            Some(&user),
-            Some(json!({"confirm": "delete my account"})),
-        )
-        .await;
+    let resp = app.delete_account(&user).await;
     assert_eq!(resp.status(), 202);
     let report = app.sweep_at(Utc::now()).await;
     assert_eq!(report.deletions_held, 1, "{report:?}");

@@ -536,6 +536,17 @@ impl TestApp {
         (self.app().clone().with_objects(faulty.clone()), faulty)
     }
 
+    /// `DELETE /v1/me` with the confirmation.
+    pub async fn delete_account(&self, user: &User) -> reqwest::Response {
+        self.send(
+            reqwest::Method::DELETE,
+            "/v1/me",
+            Some(user),
+            Some(json!({"confirm": "delete my account"})),
+        )
+        .await
+    }
+
     pub async fn place_hold(&self, admin: &User, body: Value) -> Value {
         let resp = self
             .send(

@@ -33,6 +33,17 @@ pub const BATCH_LIMIT: usize = 500;
 /// for the next run, and the run still ends normally with its report and metrics.
 pub const TIME_BUDGET: std::time::Duration = std::time::Duration::from_secs(240);
 
+impl SweepReport {
+    fn count(&mut self, executed: Executed) {
+        match executed {
+            Executed::Done => self.deletions_completed += 1,
+            Executed::Rechecking => self.deletions_rechecking += 1,
+            Executed::Held => self.deletions_held += 1,
+            Executed::Missing => {}
+        }
+    }
+}
+
 fn out_of_time(started: std::time::Instant, report: &mut SweepReport) -> bool {
     let out = started.elapsed() > TIME_BUDGET;
     if out && !report.out_of_time {
@@ -128,10 +139,7 @@ async fn run_pipeline(
             break;
         }
         match deletion::execute(app, &id, holds, now).await {
-            Ok(Executed::Done) => report.deletions_completed += 1,
-            Ok(Executed::Rechecking) => report.deletions_rechecking += 1,
-            Ok(Executed::Held) => report.deletions_held += 1,
-            Ok(Executed::Missing) => {}
+            Ok(executed) => report.count(executed),
             Err(e) => {
                 tracing::error!(error = ?e, record = %id, "deletion not completed; retried next run");
                 report.errors += 1;
@@ -287,15 +295,9 @@ async fn expire_generation(
         .await?
     {
         report.content_expired += 1;
-        match deletion::execute(app, &record.id, holds, now).await? {
-            Executed::Done => report.deletions_completed += 1,
-            Executed::Rechecking => report.deletions_rechecking += 1,
-            Executed::Held => {
-                report.content_held += 1;
-                report.deletions_held += 1;
-            }
-            Executed::Missing => {}
-        }
+        let executed = deletion::execute(app, &record.id, holds, now).await?;
+        report.content_held += usize::from(executed == Executed::Held);
+        report.count(executed);
     }
     Ok(())
 }

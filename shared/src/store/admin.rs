@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::item::{key, n, s, Item};
 use super::keys::{self, ref_sk, user_pk, AUDIT_PK, HOLD_PK, REPORT_PK};
 use super::txn::{transact, TxnOutcome};
-use super::Store;
+use super::{applied, Filter, Store};
 use crate::datamap::{new_item, Kind};
 
 /// A legal hold on a user, or on one of their generations.
@@ -302,44 +302,16 @@ impl Store {
     }
 
     pub async fn get_hold(&self, id: &str) -> anyhow::Result<Option<Hold>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(HOLD_PK, id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .context("reading a hold")?;
-        out.item()
-            .map(|i| serde_dynamo::from_item(i.clone()).context("stored hold"))
-            .transpose()
+        self.get_record(HOLD_PK, id, "a hold").await
     }
 
     /// Every hold stored (in force or ended but not yet removed by the sweep).
     pub async fn list_holds(&self) -> anyhow::Result<Vec<Hold>> {
-        let mut holds = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(HOLD_PK))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .context("listing holds")?;
-            for i in out.items() {
-                holds.push(serde_dynamo::from_item(i.clone()).context("stored hold")?);
-            }
-            start = out.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(holds);
-            }
-        }
+        self.query_all(HOLD_PK, None, None, "holds")
+            .await?
+            .into_iter()
+            .map(|i| serde_dynamo::from_item(i).context("stored hold"))
+            .collect()
     }
 
     /// The holds in force at `now`.
@@ -418,47 +390,21 @@ impl Store {
     }
 
     pub async fn get_child_report(&self, id: &str) -> anyhow::Result<Option<ChildReport>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(REPORT_PK, id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .context("reading a report")?;
-        out.item()
-            .map(|i| serde_dynamo::from_item(i.clone()).context("stored report"))
-            .transpose()
+        self.get_record(REPORT_PK, id, "a report").await
     }
 
     /// Reports waiting for review, oldest first (every page of the partition is read).
     pub async fn pending_child_reports(&self) -> anyhow::Result<Vec<ChildReport>> {
-        let mut reports = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .filter_expression("#st = :pending")
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":pk", s(REPORT_PK))
-                .expression_attribute_values(":pending", s("pending"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .context("listing reports")?;
-            for i in out.items() {
-                reports.push(serde_dynamo::from_item(i.clone()).context("stored report")?);
-            }
-            start = out.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(reports);
-            }
-        }
+        let filter = Filter {
+            expression: "#st = :pending",
+            names: &[("#st", "status")],
+            values: vec![(":pending", s("pending"))],
+        };
+        self.query_all(REPORT_PK, None, Some(filter), "reports")
+            .await?
+            .into_iter()
+            .map(|i| serde_dynamo::from_item(i).context("stored report"))
+            .collect()
     }
 
     /// Records the review of a pending report (and its audit record); `false` if it was not
@@ -533,10 +479,6 @@ impl Store {
             .expression_attribute_values(":limit", n(limit))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if super::accounts::is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(anyhow::anyhow!(e).context("counting a daily quota")),
-        }
+        applied(result, "counting a daily quota")
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::item::{key, n, s, Item};
 use super::keys::{self, deletion_pk, gen_sk, idem_sk, user_pk, RECORD};
-use super::Store;
+use super::{applied, Store};
 use crate::datamap::{new_item, Kind};
 use crate::domain::generation::Job;
 use crate::objects::generation_prefix;
@@ -181,18 +181,8 @@ impl Store {
     }
 
     pub async fn get_deletion_record(&self, id: &str) -> anyhow::Result<Option<DeletionRecord>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(deletion_pk(id), RECORD)))
-            .consistent_read(true)
-            .send()
+        self.get_record(&deletion_pk(id), RECORD, "a deletion record")
             .await
-            .context("reading a deletion record")?;
-        out.item()
-            .map(|i| serde_dynamo::from_item(i.clone()).context("stored deletion record"))
-            .transpose()
     }
 
     /// Ids of the records due at `now`.
@@ -246,11 +236,11 @@ impl Store {
         if clear_recheck {
             expr.push_str(" REMOVE recheck_at");
         }
-        match req.update_expression(expr).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if super::accounts::is_conditional_failure(&e) => Ok(()),
-            Err(e) => Err(anyhow::anyhow!(e).context("deferring a deletion record")),
-        }
+        applied(
+            req.update_expression(expr).send().await,
+            "deferring a deletion record",
+        )?;
+        Ok(())
     }
 
     /// Parks a record under a hold: out of the due partitions until a hold ends.
@@ -265,11 +255,8 @@ impl Store {
             .expression_attribute_values(":held", s(keys::held_pk(id)))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if super::accounts::is_conditional_failure(&e) => Ok(()),
-            Err(e) => Err(anyhow::anyhow!(e).context("parking a held deletion record")),
-        }
+        applied(result, "parking a held deletion record")?;
+        Ok(())
     }
 
     /// A hold ended: every parked record is due again (those still held are parked again by
@@ -292,11 +279,7 @@ impl Store {
                 .expression_attribute_values(":now", n(now.timestamp()))
                 .send()
                 .await;
-            match result {
-                Ok(_) => {}
-                Err(e) if super::accounts::is_conditional_failure(&e) => {}
-                Err(e) => return Err(anyhow::anyhow!(e).context("unparking a deletion record")),
-            }
+            applied(result, "unparking a deletion record")?;
         }
         Ok(parked.len())
     }
@@ -313,10 +296,7 @@ impl Store {
                 .condition_expression("job_id = :id")
                 .expression_attribute_values(":id", s(job));
         }
-        match req.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if super::accounts::is_conditional_failure(&e) => Ok(()),
-            Err(e) => Err(anyhow::anyhow!(e).context("deleting a named item")),
-        }
+        applied(req.send().await, "deleting a named item")?;
+        Ok(())
     }
 }

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::accounts::is_conditional_failure;
 use super::admin::AuditRecord;
 use super::deletion::{AccountErasure, DeletionRecord};
 use super::item::{get_s, key, n, s, Item};
@@ -17,7 +16,7 @@ use super::keys::{
     self, anon_pk, tombstone_pk, user_pk, ACCOUNT, LEDGER_PREFIX, PROFILE, REF_PREFIX,
 };
 use super::txn::{transact, TxnOutcome};
-use super::Store;
+use super::{applied, Store};
 use crate::datamap::{new_item, Kind};
 
 /// What answers for a deleted account: keyed by a hash of the subject, never the subject.
@@ -163,18 +162,12 @@ impl Store {
     }
 
     pub async fn tombstone(&self, user_id: &str) -> anyhow::Result<Option<Tombstone>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(tombstone_pk(&subject_hash(user_id)), ACCOUNT)))
-            .consistent_read(true)
-            .send()
-            .await
-            .context("reading a tombstone")?;
-        out.item()
-            .map(|i| serde_dynamo::from_item(i.clone()).context("stored tombstone"))
-            .transpose()
+        self.get_record(
+            &tombstone_pk(&subject_hash(user_id)),
+            ACCOUNT,
+            "a tombstone",
+        )
+        .await
     }
 
     pub async fn complete_tombstone(
@@ -182,7 +175,8 @@ impl Store {
         user_id: &str,
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
-        self.client
+        let result = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(tombstone_pk(&subject_hash(user_id)), ACCOUNT)))
@@ -190,15 +184,9 @@ impl Store {
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":t", s(now.to_rfc3339()))
             .send()
-            .await
-            .map(|_| ())
-            .or_else(|e| {
-                if is_conditional_failure(&e) {
-                    Ok(())
-                } else {
-                    Err(anyhow::anyhow!(e).context("completing a tombstone"))
-                }
-            })
+            .await;
+        applied(result, "completing a tombstone")?;
+        Ok(())
     }
 
     /// Erases the account's partition: ledger entries move under `anonymous_id` (kept until
@@ -218,38 +206,24 @@ impl Store {
         };
         let mut erased = Erased::default();
         let mut profile = None;
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(user_pk(user_id)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .context("reading the account's items")?;
-            for item in out.items() {
-                let sk = get_s(item, keys::SK)?.to_string();
-                if sk == PROFILE {
-                    profile = Some(sk);
-                } else if sk.starts_with(LEDGER_PREFIX) {
-                    self.move_ledger_entry(user_id, anonymous_id, item, keep_until)
-                        .await?;
-                    erased.ledger_entries_moved += 1;
-                } else if sk.starts_with(REF_PREFIX) {
-                    self.rewrite_reference(user_id, reference_id, item).await?;
-                    erased.references_rewritten += 1;
-                } else {
-                    self.delete_key(&user_pk(user_id), &sk).await?;
-                    erased.items_deleted += 1;
-                }
-            }
-            start = out.last_evaluated_key().cloned();
-            if start.is_none() {
-                break;
+        for item in self
+            .query_all(&user_pk(user_id), None, None, "the account's items")
+            .await?
+        {
+            let item = &item;
+            let sk = get_s(item, keys::SK)?.to_string();
+            if sk == PROFILE {
+                profile = Some(sk);
+            } else if sk.starts_with(LEDGER_PREFIX) {
+                self.move_ledger_entry(user_id, anonymous_id, item, keep_until)
+                    .await?;
+                erased.ledger_entries_moved += 1;
+            } else if sk.starts_with(REF_PREFIX) {
+                self.rewrite_reference(user_id, reference_id, item).await?;
+                erased.references_rewritten += 1;
+            } else {
+                self.delete_key(&user_pk(user_id), &sk).await?;
+                erased.items_deleted += 1;
             }
         }
         if let Some(sk) = profile {
@@ -341,12 +315,8 @@ impl Store {
                 .expression_attribute_values(":sub", s(user_id))
                 .send()
                 .await;
-            match result {
-                Ok(_) => {}
-                // Already rewritten, or the record is gone.
-                Err(e) if is_conditional_failure(&e) => {}
-                Err(e) => return Err(anyhow::anyhow!(e).context("anonymizing a reference")),
-            }
+            // Not applied: already rewritten, or the record is gone.
+            applied(result, "anonymizing a reference")?;
         }
         self.delete_key(&user_pk(user_id), get_s(item, keys::SK)?)
             .await

@@ -17,7 +17,7 @@ use super::deletion::DeletionRecord;
 use super::item::{get_n, get_s, key, n, s, Item};
 use super::keys::{self, gen_sk, idem_sk, user_pk, GEN_PREFIX};
 use super::txn::{transact, TxnOutcome};
-use super::Store;
+use super::{Filter, Store};
 use crate::datamap::{new_item, Kind};
 use crate::domain::credits::Cause;
 use crate::domain::generation::{
@@ -422,35 +422,24 @@ impl Store {
 
     /// Ids of the user's jobs still queued or running (account deletion cancels them).
     pub async fn unfinished_job_ids(&self, user_id: &str) -> anyhow::Result<Vec<String>> {
-        let mut ids = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .filter_expression(
-                    "#st IN (:queued, :running) AND attribute_not_exists(deleted_at)",
-                )
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":pk", s(user_pk(user_id)))
-                .expression_attribute_values(":p", s(GEN_PREFIX))
-                .expression_attribute_values(":queued", s(JobStatus::Queued.as_str()))
-                .expression_attribute_values(":running", s(JobStatus::Running.as_str()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .context("finding unfinished jobs")?;
-            for item in out.items() {
-                ids.push(get_s(item, "id")?.to_string());
-            }
-            start = out.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(ids);
-            }
-        }
+        let filter = Filter {
+            expression: "#st IN (:queued, :running) AND attribute_not_exists(deleted_at)",
+            names: &[("#st", "status")],
+            values: vec![
+                (":queued", s(JobStatus::Queued.as_str())),
+                (":running", s(JobStatus::Running.as_str())),
+            ],
+        };
+        self.query_all(
+            &user_pk(user_id),
+            Some(GEN_PREFIX),
+            Some(filter),
+            "unfinished jobs",
+        )
+        .await?
+        .iter()
+        .map(|item| Ok(get_s(item, "id")?.to_string()))
+        .collect()
     }
 
     /// Claims a queued job (or one whose lease has run out) for `owner`.

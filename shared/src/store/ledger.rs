@@ -105,39 +105,23 @@ impl Store {
     }
 
     async fn ledger_entries_in(&self, pk: &str) -> anyhow::Result<Vec<LedgerEntry>> {
-        let mut entries = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":p", s(LEDGER_PREFIX))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .context("reading ledger")?;
-            for item in out.items() {
-                let kind = match get_s(item, "entry_kind")? {
-                    "grant" => EntryKind::Grant,
-                    "debit" => EntryKind::Debit,
-                    _ => EntryKind::Refund,
-                };
-                entries.push(LedgerEntry {
+        let mut entries = self
+            .query_all(pk, Some(LEDGER_PREFIX), None, "ledger")
+            .await?
+            .iter()
+            .map(|item| {
+                Ok(LedgerEntry {
                     cause: get_s(item, "cause")?.to_string(),
-                    kind,
+                    kind: match get_s(item, "entry_kind")? {
+                        "grant" => EntryKind::Grant,
+                        "debit" => EntryKind::Debit,
+                        _ => EntryKind::Refund,
+                    },
                     amount: get_n(item, "amount")?,
                     created_at: get_s(item, "created_at")?.to_string(),
-                });
-            }
-            start = out.last_evaluated_key().cloned();
-            if start.is_none() {
-                break;
-            }
-        }
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         entries.sort_by(|a, b| a.created_at.cmp(&b.created_at));
         Ok(entries)
     }

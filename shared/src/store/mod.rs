@@ -67,3 +67,99 @@ impl Store {
         Ok(())
     }
 }
+
+/// What a conditional write came to: `true` if it applied, `false` if its condition did not
+/// hold (an expected outcome, never an error).
+pub(crate) fn applied<T, E, R>(
+    result: Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>,
+    what: &'static str,
+) -> anyhow::Result<bool>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if accounts::is_conditional_failure(&e) => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context(what)),
+    }
+}
+
+impl Store {
+    /// One item of a kind mapped by serde, read strongly consistently.
+    pub(crate) async fn get_record<T: serde::de::DeserializeOwned>(
+        &self,
+        pk: &str,
+        sk: &str,
+        what: &'static str,
+    ) -> anyhow::Result<Option<T>> {
+        use anyhow::Context;
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(item::key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .with_context(|| format!("reading {what}"))?;
+        out.item()
+            .map(|i| serde_dynamo::from_item(i.clone()).with_context(|| format!("stored {what}")))
+            .transpose()
+    }
+
+    /// Every item of partition `pk` (whose sort key starts with `sk_prefix`, if given) that
+    /// passes `filter`, all pages, read strongly consistently.
+    pub(crate) async fn query_all(
+        &self,
+        pk: &str,
+        sk_prefix: Option<&str>,
+        filter: Option<Filter<'_>>,
+        what: &'static str,
+    ) -> anyhow::Result<Vec<item::Item>> {
+        use anyhow::Context;
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(match sk_prefix {
+                    Some(_) => "pk = :pk AND begins_with(sk, :prefix)",
+                    None => "pk = :pk",
+                })
+                .expression_attribute_values(":pk", item::s(pk))
+                .consistent_read(true)
+                .set_exclusive_start_key(start);
+            if let Some(prefix) = sk_prefix {
+                req = req.expression_attribute_values(":prefix", item::s(prefix));
+            }
+            if let Some(f) = &filter {
+                req = req.filter_expression(f.expression);
+                for (name, attr) in f.names {
+                    req = req.expression_attribute_names(*name, *attr);
+                }
+                for (name, value) in &f.values {
+                    req = req.expression_attribute_values(*name, value.clone());
+                }
+            }
+            let out = req
+                .send()
+                .await
+                .with_context(|| format!("querying {what}"))?;
+            items.extend(out.items().iter().cloned());
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+}
+
+/// A filter expression for [`Store::query_all`].
+pub(crate) struct Filter<'a> {
+    pub expression: &'a str,
+    pub names: &'a [(&'a str, &'a str)],
+    pub values: Vec<(&'a str, aws_sdk_dynamodb::types::AttributeValue)>,
+}
