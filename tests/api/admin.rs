@@ -579,3 +579,81 @@ async fn r5_hold_on_one_generation_holds_the_account_deletion() {
         .unwrap()
         .is_none());
 }
+
+/// R5: a parked deletion whose hold disappears without the lift's shortcut (a failed or
+/// interrupted lift) is released by the next sweep and completed in it.
+#[tokio::test]
+async fn r5_parked_deletions_are_released_by_the_sweep_once_no_hold_covers_them() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let user = app.onboarded_user().await;
+    let id = app.create(&user, gen_body("parked")).await;
+    app.drain().await;
+    let hold = app
+        .place_hold(&admin, json!({"user_id": user.sub, "reason": "audit"}))
+        .await;
+    assert_eq!(app.delete_generation(&user, &id).await.status(), 204);
+    assert_eq!(app.objects_of(&user, &id).await.len(), 1);
+    // The hold goes, but nothing made the parked record due again.
+    let audit = shared::store::AuditRecord::new(
+        &admin.sub,
+        "hold.lift",
+        Some(&user.sub),
+        None,
+        None,
+        "test",
+        Utc::now(),
+    );
+    assert!(app
+        .app()
+        .store
+        .remove_hold(
+            hold["id"].as_str().unwrap(),
+            &audit,
+            Utc::now() + Duration::days(1)
+        )
+        .await
+        .unwrap());
+    let report = app.sweep_at(Utc::now()).await;
+    assert_eq!(report.deletions_released, 1, "{report:?}");
+    assert_eq!(report.deletions_completed, 1, "{report:?}");
+    assert!(app.objects_of(&user, &id).await.is_empty());
+}
+
+/// A child report does not replace an admin's suspension, so its dismissal cannot lift it.
+#[tokio::test]
+async fn k2_dismissing_a_report_keeps_an_admins_suspension() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let reporter = app.onboarded_user().await;
+    let user = app.onboarded_user().await;
+    let path = format!("/v1/admin/users/{}/suspension", user.sub);
+    let resp = app
+        .send(
+            reqwest::Method::POST,
+            &path,
+            Some(&admin),
+            Some(json!({"reason": "fraud"})),
+        )
+        .await;
+    assert_eq!(resp.status(), 204);
+    let filed = report(&app, &reporter, &user).await;
+    let resp = app
+        .send(
+            reqwest::Method::POST,
+            &format!(
+                "/v1/admin/reports/{}/dismiss",
+                filed["id"].as_str().unwrap()
+            ),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let me: Value = app.get("/v1/me", &user).await.json().await.unwrap();
+    assert_eq!(me["suspension"]["reason"], "fraud");
+    assert_eq!(
+        problem_code(app.generate(&user, gen_body("still suspended")).await, 403).await,
+        "account_suspended"
+    );
+}

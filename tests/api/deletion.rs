@@ -207,3 +207,59 @@ async fn r1_content_objects_are_tagged_for_the_lifecycle_backstop() {
     let tags = app.app().objects.tags(key).await.unwrap();
     assert_eq!(tags, vec![("backstop".to_string(), "on".to_string())]);
 }
+
+/// Items stored by the first release (images as a JSON string, stamped `EXP#` deletion time,
+/// a DynamoDB TTL) stay readable, and the retention in force decides their fate: not due under
+/// it, they move to the creation-time index and lose the TTL that would delete them anyway.
+#[tokio::test]
+async fn r1_first_release_items_are_read_and_follow_the_retention_in_force() {
+    let app = spawn_app_with(&[("RETENTION_DAYS", "until_deleted")]).await;
+    let user = app.onboarded_user().await;
+    let id = app.create(&user, gen_body("from the first release")).await;
+    app.drain().await;
+    let images = app.job(&user, &id).await["images"].clone();
+    let created = Utc::now();
+    let old_delete_at = created + Duration::days(14);
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    let ddb = aws_sdk_dynamodb::Client::new(&app.stack.sdk);
+    let stored: Value = json!([{"key": format!("users/{}/generations/{id}/0.png", user.sub),
+        "width": images[0]["width"], "height": images[0]["height"], "format": "png", "bytes": 1}]);
+    ddb.update_item()
+        .table_name(&app.stack.resources.table_name)
+        .key("pk", A::S(format!("USER#{}", user.sub)))
+        .key("sk", A::S(format!("GEN#{id}")))
+        .update_expression(
+            "SET images = :img, exp_pk = :epk, exp_at = :eat, #ttl = :ttl, delete_at = :da",
+        )
+        .expression_attribute_names("#ttl", "ttl")
+        .expression_attribute_values(":img", A::S(stored.to_string()))
+        .expression_attribute_values(":epk", A::S("EXP#0".into()))
+        .expression_attribute_values(":eat", A::N(old_delete_at.timestamp().to_string()))
+        .expression_attribute_values(
+            ":ttl",
+            A::N((old_delete_at.timestamp() + 86_400).to_string()),
+        )
+        .expression_attribute_values(":da", A::S(old_delete_at.to_rfc3339()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        app.job(&user, &id).await["images"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Past its old deletion time, under until_deleted: kept, re-indexed, TTL gone.
+    let report = app.sweep_at(old_delete_at + Duration::hours(1)).await;
+    assert_eq!((report.content_expired, report.errors), (0, 0));
+    let item = app
+        .scan_table()
+        .await
+        .into_iter()
+        .find(|i| i["sk"].as_s().unwrap() == &format!("GEN#{id}"))
+        .unwrap();
+    assert!(item["exp_pk"].as_s().unwrap().starts_with("CONTENT#"));
+    assert!(!item.contains_key("ttl") && !item.contains_key("delete_at"));
+    assert_eq!(app.job(&user, &id).await["status"], "succeeded");
+}

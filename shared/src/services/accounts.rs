@@ -45,15 +45,16 @@ async fn me_view(app: &App, profile: Profile) -> Result<Me, ApiError> {
 /// every route but the deletion status answers 403 `account_deleted` once the account's
 /// deletion was requested (R4: deactivated at once).
 pub async fn require_onboarded(app: &App, caller: &Caller) -> Result<Profile, ApiError> {
-    let profile = app
-        .store
-        .get_profile(caller.user_id.as_str())
-        .await?
-        .ok_or_else(ApiError::onboarding_required)?;
-    if profile.deleted_at.is_some() {
-        return Err(account_deleted());
+    match app.store.get_profile(caller.user_id.as_str()).await? {
+        Some(p) if p.deleted_at.is_none() => Ok(p),
+        Some(_) => Err(account_deleted()),
+        // Erased already, the deletion not yet complete (a second look is pending): still
+        // deleted, not a new account.
+        None => match app.store.tombstone(caller.user_id.as_str()).await? {
+            Some(t) if t.completed_at.is_none() => Err(account_deleted()),
+            _ => Err(ApiError::onboarding_required()),
+        },
     }
-    Ok(profile)
 }
 
 fn account_deleted() -> ApiError {
@@ -261,7 +262,7 @@ pub async fn delete_me(
         ));
     }
     require_onboarded(app, caller).await?;
-    start_account_deletion(app, caller.user_id.as_str(), "user_request", now).await?;
+    start_account_deletion(app, caller.user_id.as_str(), "user_request", None, now).await?;
     let t = app
         .store
         .tombstone(caller.user_id.as_str())
@@ -271,42 +272,39 @@ pub async fn delete_me(
 }
 
 /// Deactivates an account and commits its deletion record (self-service, or a confirmed child
-/// report); its unfinished jobs are cancelled and refunded first. `false` if there was no
-/// active account.
+/// report, whose review commits in the same transaction); then cancels and refunds its
+/// unfinished jobs (best effort: the erasure cancels whatever is left first). `false` if there
+/// was no active account (or the review's report was not pending any more).
 pub async fn start_account_deletion(
     app: &App,
     user_id: &str,
     reason: &str,
+    review: Option<&crate::store::Review<'_>>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
     match app.store.get_profile(user_id).await? {
         Some(p) if p.deleted_at.is_none() => {}
         _ => return Ok(false),
     }
-    let worker_may_write = cancel_unfinished_jobs(app, user_id, reason, now).await?;
     let anonymous_id = ulid::Ulid::new().to_string().to_lowercase();
-    let mut record = crate::store::DeletionRecord::account(user_id, reason, &anonymous_id, now);
-    if worker_may_write {
-        // A cancelled job's worker may still store images: the account's objects are looked
-        // at once more after its lease.
-        record.recheck_at = Some(
-            (now + chrono::Duration::minutes(crate::store::RECHECK_AFTER_MINUTES)).timestamp(),
-        );
-    }
+    let record = crate::store::DeletionRecord::account(user_id, reason, &anonymous_id, now);
     let keep_until = crate::services::deletion::legal_keep_until(app, now);
     if !app
         .store
-        .deactivate_account(user_id, &record, keep_until, now)
+        .deactivate_account(user_id, &record, review, keep_until, now)
         .await?
     {
         return Ok(false);
     }
     tracing::info!(reason, "account deactivated; deletion pending");
+    if let Err(e) = cancel_unfinished_jobs(app, user_id, reason, now).await {
+        tracing::warn!(error = ?e, "unfinished jobs left for the erasure to cancel");
+    }
     Ok(true)
 }
 
-/// Cancels and refunds the user's unfinished jobs (hidden; the account's deletion record covers
-/// their removal). Returns whether one was running (its worker may still write).
+/// Cancels and refunds the user's unfinished jobs, each with its deletion record (a running
+/// one's objects get a second look after the lease). Returns whether one was running.
 pub async fn cancel_unfinished_jobs(
     app: &App,
     user_id: &str,
@@ -317,7 +315,7 @@ pub async fn cancel_unfinished_jobs(
     for job_id in app.store.unfinished_job_ids(user_id).await? {
         if let Some((_, status)) = app
             .store
-            .hide_job(user_id, &job_id, reason, false, now)
+            .hide_job(user_id, &job_id, reason, true, now)
             .await?
         {
             running |= status == crate::domain::generation::JobStatus::Running;

@@ -16,7 +16,7 @@ use crate::objects::{generation_prefix, user_prefix};
 use crate::services::accounts::start_account_deletion;
 use crate::services::deletion::legal_keep_until;
 use crate::services::generations::{is_job_id, Page};
-use crate::store::{AuditRecord, ChildReport, Hold, ReportStatus, SYSTEM_ACTOR};
+use crate::store::{AuditRecord, ChildReport, Hold, ReportStatus, Review, SYSTEM_ACTOR};
 
 pub const REASON_MAX_CHARS: usize = 1000;
 
@@ -125,6 +125,7 @@ pub async fn place_hold(
         placed_by: caller.user_id.to_string(),
         placed_at: now.to_rfc3339(),
         until,
+        objects_untagged: false,
     };
     let target = hold
         .generation_id
@@ -142,12 +143,37 @@ pub async fn place_hold(
     app.store
         .place_hold(&hold, &audit, legal_keep_until(app, now))
         .await?;
-    // The bucket's lifecycle backstop expires only tagged objects: held ones lose the tag.
-    app.objects.set_backstop(&hold_prefix(&hold), false).await?;
+    // The bucket's lifecycle backstop expires only tagged objects: held ones lose the tag. If
+    // this fails or runs out of time, the sweep finishes it (the hold says it is not done).
+    let mut hold = hold;
+    match untag(app, &hold).await {
+        Ok(()) => hold.objects_untagged = true,
+        Err(e) => {
+            tracing::warn!(error = ?e, hold = %hold.id, "held objects left for the sweep to untag")
+        }
+    }
     Ok(HoldView {
         in_force: hold.in_force(now),
         hold,
     })
+}
+
+async fn untag(app: &App, hold: &Hold) -> anyhow::Result<()> {
+    app.objects.set_backstop(&hold_prefix(hold), false).await?;
+    app.store.mark_hold_untagged(&hold.id).await
+}
+
+/// The sweep's side: untags the objects of holds whose placement could not. Returns how many
+/// holds it finished.
+pub async fn untag_held_objects(app: &App) -> anyhow::Result<usize> {
+    let mut done = 0;
+    for hold in app.store.list_holds().await? {
+        if !hold.objects_untagged {
+            untag(app, &hold).await?;
+            done += 1;
+        }
+    }
+    Ok(done)
 }
 
 fn hold_prefix(hold: &Hold) -> String {
@@ -207,9 +233,12 @@ async fn end(
     {
         return Ok(false);
     }
-    // What the hold kept may go now: parked deletion records are due again, and its objects
-    // get the backstop tag back, except what another hold still covers.
-    app.store.unpark_deletion_records(now).await?;
+    // What the hold kept may go now: parked deletion records are due again (the sweep also
+    // releases whatever this misses), and its objects get the backstop tag back, except what
+    // another hold still covers.
+    if let Err(e) = app.store.unpark_deletion_records(now, 100).await {
+        tracing::warn!(error = ?e, "parked deletions left for the sweep to release");
+    }
     let holds = app.store.holds_in_force(now).await?;
     if !holds.covers(&hold.user_id, hold.generation_id.as_deref()) {
         app.objects.set_backstop(&hold_prefix(hold), true).await?;
@@ -226,8 +255,15 @@ async fn end(
 pub async fn end_expired_holds(app: &App, now: DateTime<Utc>) -> anyhow::Result<usize> {
     let mut ended = 0;
     for hold in app.store.list_holds().await? {
-        if !hold.in_force(now) && end(app, &hold, SYSTEM_ACTOR, "hold.end", None, now).await? {
-            ended += 1;
+        if hold.in_force(now) {
+            continue;
+        }
+        // One failing hold does not keep the others from ending (it still counts as a hold
+        // until it is removed, so nothing it names is erased meanwhile).
+        match end(app, &hold, SYSTEM_ACTOR, "hold.end", None, now).await {
+            Ok(true) => ended += 1,
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = ?e, hold = %hold.id, "ended hold not removed"),
         }
     }
     Ok(ended)
@@ -306,6 +342,7 @@ pub async fn set_suspension(
         .set_suspension(
             &user,
             if suspend { why.as_deref() } else { None },
+            None,
             caller.user_id.as_str(),
             &audit,
             legal_keep_until(app, now),
@@ -386,24 +423,30 @@ pub async fn review_report(
         outcome,
         now,
     );
-    if confirm {
-        // The deletion first: if recording the review then fails, the account is already on
-        // its way out and a retry of the confirmation only finds it reviewed.
-        start_account_deletion(app, &report.reported_user, "child_report", now).await?;
-    }
-    if !app
-        .store
-        .review_child_report(
-            id,
-            status,
-            caller.user_id.as_str(),
-            why.as_deref(),
-            &audit,
-            legal_keep_until(app, now),
+    let review = Review {
+        id,
+        status,
+        reviewer: caller.user_id.as_str(),
+        reason: why.as_deref(),
+        audit: &audit,
+    };
+    let keep_until = legal_keep_until(app, now);
+    // A confirmation deactivates the account in the same transaction that records the review;
+    // if the account is gone already, the review is recorded on its own.
+    let recorded = (confirm
+        && start_account_deletion(
+            app,
+            &report.reported_user,
+            "child_report",
+            Some(&review),
             now,
         )
-        .await?
-    {
+        .await?)
+        || app
+            .store
+            .review_child_report(&review, keep_until, now)
+            .await?;
+    if !recorded {
         return Err(ApiError::client(
             409,
             "report_already_reviewed",
@@ -434,10 +477,12 @@ pub async fn review_report(
                 "restored",
                 now,
             );
+            // Only while the suspension is still the report's (an admin's meanwhile stays).
             app.store
                 .set_suspension(
                     user,
                     None,
+                    Some("child_report"),
                     SYSTEM_ACTOR,
                     &restore,
                     legal_keep_until(app, now),

@@ -37,12 +37,7 @@ pub async fn execute(
     let Some(record) = app.store.get_deletion_record(id).await? else {
         return Ok(Executed::Missing);
     };
-    let held = match record.account {
-        // An account is erased only when no hold names it, not even one of its generations.
-        Some(_) => holds.names_user(&record.user_id),
-        None => holds.covers(&record.user_id, record.generation_id.as_deref()),
-    };
-    if held {
+    if is_held(&record, holds) {
         // Parked out of the due partitions, so held records never crowd out the rest; the end
         // of a hold makes every parked record due again.
         app.store.park_deletion_record(id).await?;
@@ -52,11 +47,16 @@ pub async fn execute(
     let recheck = match work(app, &record, now).await {
         Ok(recheck) => recheck,
         Err(e) => {
-            // Due again at once: the next run tries again; the error is kept on the record.
+            // Due again at the next run, then with a growing pause (a record that keeps failing
+            // must not crowd out the others); the error is kept on the record.
             let msg = format!("{e:#}");
+            let due = match record.attempts {
+                0..=2 => now,
+                n => now + Duration::minutes(1 << (n - 3).min(9)),
+            };
             if let Err(e2) = app
                 .store
-                .defer_deletion_record(id, now, Some(&msg), false)
+                .defer_deletion_record(id, due, Some(&msg), false)
                 .await
             {
                 tracing::warn!(error = ?e2, "could not note the failure on the record");
@@ -87,6 +87,15 @@ pub async fn execute(
     }
     app.store.finish_deletion_record(id).await?;
     Ok(Executed::Done)
+}
+
+/// Whether a hold keeps the record's work from being done: an account is erased only when no
+/// hold names it, not even one of its generations.
+pub fn is_held(record: &DeletionRecord, holds: &HoldSet) -> bool {
+    match record.account {
+        Some(_) => holds.names_user(&record.user_id),
+        None => holds.covers(&record.user_id, record.generation_id.as_deref()),
+    }
 }
 
 /// Removes everything the record names: objects first (the items still point at them if this

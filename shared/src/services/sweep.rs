@@ -61,6 +61,10 @@ pub struct SweepReport {
     pub deletions_completed: usize,
     pub deletions_rechecking: usize,
     pub deletions_held: usize,
+    /// Parked records whose hold has ended, made due again.
+    pub deletions_released: usize,
+    /// Holds whose objects lost the backstop tag in this run (placing the hold could not).
+    pub holds_untagged: usize,
     pub stale_jobs_refunded: usize,
     pub dead_letters_refunded: usize,
     pub dead_letters_removed: usize,
@@ -90,6 +94,13 @@ pub async fn run(app: &App, now: DateTime<Utc>) -> anyhow::Result<SweepReport> {
             report.errors += 1;
         }
     }
+    match crate::services::admin::untag_held_objects(app).await {
+        Ok(n) => report.holds_untagged += n,
+        Err(e) => {
+            tracing::error!(error = ?e, "held objects not untagged");
+            report.errors += 1;
+        }
+    }
     let holds = match app.store.holds_in_force(now).await {
         Ok(h) => Some(h),
         Err(e) => {
@@ -99,6 +110,10 @@ pub async fn run(app: &App, now: DateTime<Utc>) -> anyhow::Result<SweepReport> {
         }
     };
     if let Some(holds) = &holds {
+        if let Err(e) = release_parked(started, app, holds, now, &mut report).await {
+            tracing::error!(error = ?e, "parked deletions not released");
+            report.errors += 1;
+        }
         if let Err(e) = run_pipeline(started, app, holds, now, &mut report).await {
             tracing::error!(error = ?e, "deletion phase failed");
             report.errors += 1;
@@ -144,6 +159,30 @@ async fn run_pipeline(
                 tracing::error!(error = ?e, record = %id, "deletion not completed; retried next run");
                 report.errors += 1;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Parked records whose hold is gone are due again (a lift makes them due at once; this
+/// catches whatever it missed).
+async fn release_parked(
+    started: std::time::Instant,
+    app: &App,
+    holds: &HoldSet,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> anyhow::Result<()> {
+    for id in app.store.parked_deletion_records(BATCH_LIMIT).await? {
+        if out_of_time(started, report) {
+            break;
+        }
+        match app.store.get_deletion_record(&id).await? {
+            Some(record) if !deletion::is_held(&record, holds) => {
+                app.store.unpark_deletion_record(&id, now).await?;
+                report.deletions_released += 1;
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -280,14 +319,15 @@ async fn expire_generation(
     if matches!(job.status, JobStatus::Queued | JobStatus::Running) {
         return Ok(());
     }
-    // The retention in force decides (an item stamped by an earlier release included).
+    // The retention in force decides (an item stamped by an earlier release included: not due
+    // under it, it moves to the creation-time index and stops coming back here).
     if app
         .config
         .retention
         .content_delete_at(job.created_at)
         .is_none_or(|at| at > now)
     {
-        return Ok(());
+        return app.store.reindex_content(user_id, &job).await;
     }
     if let Some((record, _)) = app
         .store

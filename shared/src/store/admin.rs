@@ -27,6 +27,10 @@ pub struct Hold {
     pub placed_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// Whether the objects it covers have lost the lifecycle backstop's tag (the sweep finishes
+    /// what placing the hold could not).
+    #[serde(default)]
+    pub objects_untagged: bool,
 }
 
 impl Hold {
@@ -145,6 +149,15 @@ pub struct ChildReport {
     pub reviewed_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review_reason: Option<String>,
+}
+
+/// An admin's review of a child report.
+pub struct Review<'a> {
+    pub id: &'a str,
+    pub status: ReportStatus,
+    pub reviewer: &'a str,
+    pub reason: Option<&'a str>,
+    pub audit: &'a AuditRecord,
 }
 
 /// Which attributes of a record name which subject.
@@ -301,6 +314,22 @@ impl Store {
         Ok(())
     }
 
+    /// Notes that the hold's objects lost the backstop tag.
+    pub async fn mark_hold_untagged(&self, id: &str) -> anyhow::Result<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(HOLD_PK, id)))
+            .update_expression("SET objects_untagged = :t")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":t", aws_sdk_dynamodb::types::AttributeValue::Bool(true))
+            .send()
+            .await;
+        applied(result, "marking a hold's objects untagged")?;
+        Ok(())
+    }
+
     pub async fn get_hold(&self, id: &str) -> anyhow::Result<Option<Hold>> {
         self.get_record(HOLD_PK, id, "a hold").await
     }
@@ -314,13 +343,11 @@ impl Store {
             .collect()
     }
 
-    /// The holds in force at `now`.
-    pub async fn holds_in_force(&self, now: DateTime<Utc>) -> anyhow::Result<HoldSet> {
+    /// The holds that keep content now: every stored hold, an ended one included until the
+    /// sweep has removed it (and audited its end), so nothing it names is erased before that.
+    pub async fn holds_in_force(&self, _now: DateTime<Utc>) -> anyhow::Result<HoldSet> {
         let mut set = HoldSet::default();
         for hold in self.list_holds().await? {
-            if !hold.in_force(now) {
-                continue;
-            }
             match hold.generation_id {
                 Some(g) => set.generations.insert((hold.user_id, g)),
                 None => set.users.insert(hold.user_id),
@@ -407,23 +434,18 @@ impl Store {
             .collect()
     }
 
-    /// Records the review of a pending report (and its audit record); `false` if it was not
-    /// pending any more.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn review_child_report(
+    /// The review's items: the report's update (only while pending), the reviewer's
+    /// reference and the audit record.
+    pub(crate) fn review_items(
         &self,
-        id: &str,
-        status: ReportStatus,
-        reviewer: &str,
-        reason: Option<&str>,
-        audit: &AuditRecord,
+        review: &Review<'_>,
         keep_until: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<bool> {
-        let status_value = serde_dynamo::to_attribute_value(status)?;
+    ) -> anyhow::Result<Vec<TransactWriteItem>> {
+        let status_value = serde_dynamo::to_attribute_value(review.status)?;
         let update = Update::builder()
             .table_name(&self.table)
-            .set_key(Some(key(REPORT_PK, id)))
+            .set_key(Some(key(REPORT_PK, review.id)))
             .update_expression(
                 "SET #st = :status, reviewed_by = :by, reviewed_at = :at, review_reason = :why",
             )
@@ -431,12 +453,28 @@ impl Store {
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":status", status_value)
             .expression_attribute_values(":pending", s("pending"))
-            .expression_attribute_values(":by", s(reviewer))
+            .expression_attribute_values(":by", s(review.reviewer))
             .expression_attribute_values(":at", s(now.to_rfc3339()))
-            .expression_attribute_values(":why", s(reason.unwrap_or("")));
+            .expression_attribute_values(":why", s(review.reason.unwrap_or("")));
         let mut items = vec![TransactWriteItem::builder().update(update.build()?).build()];
-        items.extend(self.references(REPORT_PK, id, &Mentions(vec![("reviewed_by", reviewer)]))?);
-        items.extend(self.audit_items(audit, keep_until)?);
+        items.extend(self.references(
+            REPORT_PK,
+            review.id,
+            &Mentions(vec![("reviewed_by", review.reviewer)]),
+        )?);
+        items.extend(self.audit_items(review.audit, keep_until)?);
+        Ok(items)
+    }
+
+    /// Records the review of a pending report (and its audit record); `false` if it was not
+    /// pending any more.
+    pub async fn review_child_report(
+        &self,
+        review: &Review<'_>,
+        keep_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let items = self.review_items(review, keep_until, now)?;
         Ok(matches!(
             transact(&self.client, "review child report", items).await?,
             TxnOutcome::Committed

@@ -107,11 +107,9 @@ impl DeletionRecord {
             });
         }
         r.prefixes.push(generation_prefix(&job.user_id, &job.id));
-        if matches!(
-            job.status,
-            crate::domain::generation::JobStatus::Queued
-                | crate::domain::generation::JobStatus::Running
-        ) {
+        // Only a running job has a worker that may still write (a queued one, once cancelled,
+        // can no longer be claimed).
+        if job.status == crate::domain::generation::JobStatus::Running {
             r.recheck_at = Some((now + Duration::minutes(RECHECK_AFTER_MINUTES)).timestamp());
         }
         r
@@ -259,27 +257,44 @@ impl Store {
         Ok(())
     }
 
-    /// A hold ended: every parked record is due again (those still held are parked again by
-    /// the next run). Returns how many.
-    pub async fn unpark_deletion_records(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
-        let far = now + Duration::days(366 * 100);
-        let parked = self.due_in(keys::HELD, far, usize::MAX).await?;
-        for item in &parked {
-            let Some(id) = item.pk.strip_prefix("DELETION#") else {
-                continue;
-            };
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(key(&item.pk, &item.sk)))
-                .update_expression("SET exp_pk = :del, exp_at = :now")
-                .condition_expression("attribute_exists(pk)")
-                .expression_attribute_values(":del", s(keys::del_pk(id)))
-                .expression_attribute_values(":now", n(now.timestamp()))
-                .send()
-                .await;
-            applied(result, "unparking a deletion record")?;
+    /// Ids of parked records (at most `limit`).
+    pub async fn parked_deletion_records(&self, limit: usize) -> anyhow::Result<Vec<String>> {
+        let far = Utc::now() + Duration::days(366 * 100);
+        Ok(self
+            .due_in(keys::HELD, far, limit)
+            .await?
+            .into_iter()
+            .filter_map(|d| d.pk.strip_prefix("DELETION#").map(str::to_string))
+            .collect())
+    }
+
+    /// Makes one parked record due at `now`.
+    pub async fn unpark_deletion_record(&self, id: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(deletion_pk(id), RECORD)))
+            .update_expression("SET exp_pk = :del, exp_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":del", s(keys::del_pk(id)))
+            .expression_attribute_values(":now", n(now.timestamp()))
+            .send()
+            .await;
+        applied(result, "unparking a deletion record")?;
+        Ok(())
+    }
+
+    /// A hold ended: parked records (up to `limit`) are due again; those still held are
+    /// parked again when they run. Returns how many.
+    pub async fn unpark_deletion_records(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> anyhow::Result<usize> {
+        let parked = self.parked_deletion_records(limit).await?;
+        for id in &parked {
+            self.unpark_deletion_record(id, now).await?;
         }
         Ok(parked.len())
     }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::admin::AuditRecord;
+use super::admin::{AuditRecord, Review};
 use super::deletion::{AccountErasure, DeletionRecord};
 use super::item::{get_s, key, n, s, Item};
 use super::keys::{
@@ -81,10 +81,14 @@ impl Store {
 
     /// Suspends (`Some(reason)`) or restores (`None`) an account and audits it in one
     /// transaction; `false` if there is no such active account.
+    ///
+    /// A restore with `restore_only_if` applies only while the suspension has that reason.
+    #[allow(clippy::too_many_arguments)]
     pub async fn set_suspension(
         &self,
         user_id: &str,
         reason: Option<&str>,
+        restore_only_if: Option<&str>,
         actor: &str,
         audit: &AuditRecord,
         keep_until: DateTime<Utc>,
@@ -98,9 +102,15 @@ impl Store {
                         .table_name(&self.table)
                         .set_key(Some(key(user_pk(user_id), PROFILE)))
                         .update_expression("REMOVE suspension_reason, suspended_at, suspended_by")
-                        .condition_expression(
-                            "attribute_exists(pk) AND attribute_not_exists(deleted_at)",
-                        )
+                        .condition_expression(if restore_only_if.is_some() {
+                            "attribute_exists(pk) AND attribute_not_exists(deleted_at) \
+                             AND suspension_reason = :only"
+                        } else {
+                            "attribute_exists(pk) AND attribute_not_exists(deleted_at)"
+                        })
+                        .set_expression_attribute_values(restore_only_if.map(|r| {
+                            std::collections::HashMap::from([(":only".to_string(), s(r))])
+                        }))
                         .build()?,
                 )
                 .build(),
@@ -115,10 +125,14 @@ impl Store {
 
     /// Deactivates the account at once and commits its deletion record and tombstone in the
     /// same transaction; `false` if there is no active account.
+    ///
+    /// With a `review`, the confirmed child report that caused it is recorded (and audited) in
+    /// the same transaction.
     pub async fn deactivate_account(
         &self,
         user_id: &str,
         record: &DeletionRecord,
+        review: Option<&Review<'_>>,
         keep_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
@@ -143,7 +157,7 @@ impl Store {
         })?);
         tomb.insert(keys::EXP_PK.into(), s(keys::exp_pk(&hash)));
         tomb.insert(keys::EXP_AT.into(), n(keep_until.timestamp()));
-        let items = vec![
+        let mut items = vec![
             deactivate,
             self.deletion_record_put(record, now)?,
             TransactWriteItem::builder()
@@ -155,6 +169,9 @@ impl Store {
                 )
                 .build(),
         ];
+        if let Some(review) = review {
+            items.extend(self.review_items(review, keep_until, now)?);
+        }
         Ok(matches!(
             transact(&self.client, "deactivate account", items).await?,
             TxnOutcome::Committed

@@ -420,6 +420,25 @@ impl Store {
         Ok((jobs, last))
     }
 
+    /// Moves a generation stamped by the first release (`EXP#`, with a TTL) to the creation-time
+    /// index, where the retention in force decides, and drops its TTL.
+    pub async fn reindex_content(&self, user_id: &str, job: &Job) -> anyhow::Result<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), gen_sk(&job.id))))
+            .update_expression("SET exp_pk = :pk, exp_at = :created REMOVE #ttl, delete_at")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(deleted_at)")
+            .expression_attribute_names("#ttl", keys::TTL)
+            .expression_attribute_values(":pk", s(keys::content_pk(&job.id)))
+            .expression_attribute_values(":created", n(job.created_at.timestamp()))
+            .send()
+            .await;
+        super::applied(result, "re-indexing a generation")?;
+        Ok(())
+    }
+
     /// Ids of the user's jobs still queued or running (account deletion cancels them).
     pub async fn unfinished_job_ids(&self, user_id: &str) -> anyhow::Result<Vec<String>> {
         let filter = Filter {
@@ -661,20 +680,22 @@ impl Store {
                 .set_key(Some(key(user_pk(user_id), gen_sk(job_id))))
                 .condition_expression("#st = :st AND attribute_not_exists(deleted_at)")
                 .expression_attribute_names("#st", "status")
+                // A first-release item's TTL must not delete it under a hold.
+                .expression_attribute_names("#ttl", keys::TTL)
                 .expression_attribute_values(":st", s(job.status.as_str()))
                 .expression_attribute_values(":now", s(now.to_rfc3339()));
             update = if unfinished {
                 update
                     .update_expression(
                         "SET deleted_at = :now, updated_at = :now, #st = :canceled, refunded = :cost \
-                         REMOVE lease_owner, lease_until, lease_pk, exp_pk, exp_at",
+                         REMOVE lease_owner, lease_until, lease_pk, exp_pk, exp_at, #ttl",
                     )
                     .expression_attribute_values(":canceled", s(JobStatus::Canceled.as_str()))
                     .expression_attribute_values(":cost", n(job.cost))
             } else {
                 update.update_expression(
                     "SET deleted_at = :now, updated_at = :now \
-                     REMOVE lease_owner, lease_until, lease_pk, exp_pk, exp_at",
+                     REMOVE lease_owner, lease_until, lease_pk, exp_pk, exp_at, #ttl",
                 )
             };
             let mut items = vec![TransactWriteItem::builder().update(update.build()?).build()];

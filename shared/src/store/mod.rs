@@ -26,7 +26,7 @@ mod sweep;
 mod txn;
 
 pub use accounts::{OnboardOutcome, Profile, ProfileUpdate, Suspension};
-pub use admin::{AuditRecord, ChildReport, Hold, HoldSet, ReportStatus, SYSTEM_ACTOR};
+pub use admin::{AuditRecord, ChildReport, Hold, HoldSet, ReportStatus, Review, SYSTEM_ACTOR};
 pub use deletion::{AccountErasure, DeletionRecord, ItemRef, RECHECK_AFTER_MINUTES};
 pub use erasure::{subject_hash, Erased, Tombstone};
 pub use jobs::{ClaimOutcome, CreateJob, CreateOutcome, FailGuard, IdempotencyRecord};
