@@ -84,7 +84,7 @@ pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
             .or_else(|| provisioned.get(name).cloned())
             .or_else(|| setting(name))
     })?;
-    let app = Arc::new(App::new(config, &sdk)?);
+    let app = Arc::new(App::new(config, &sdk)?.with_secrets(&sdk).await?);
     let jwt = jwt::DevJwt::new(opts.jwt_secret.as_bytes());
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await

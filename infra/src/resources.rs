@@ -82,6 +82,8 @@ pub struct Resources {
     pub dlq_url: String,
     pub bus_name: String,
     pub user_pool_id: String,
+    /// The SSM parameter holding the local Stripe webhook signing secret.
+    pub stripe_webhook_secret_param: String,
     /// Local only: a queue subscribed to every domain event on the bus, to watch them.
     pub events_tap_url: String,
 }
@@ -259,6 +261,21 @@ pub async fn provision(
         .context("user pool without id")?
         .to_string();
 
+    // The local Stripe webhook signing secret, where the function reads it on AWS: SSM.
+    let stripe_webhook_secret_param = format!("/{prefix}/stripe/webhook-secret");
+    aws_sdk_ssm::Client::new(sdk)
+        .put_parameter()
+        .name(&stripe_webhook_secret_param)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .value(format!(
+            "whsec_local_{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        ))
+        .overwrite(true)
+        .send()
+        .await
+        .context("storing the local Stripe webhook secret")?;
+
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let dlq_url = sqs
         .create_queue()
@@ -339,6 +356,7 @@ pub async fn provision(
         dlq_url,
         bus_name,
         user_pool_id,
+        stripe_webhook_secret_param,
         events_tap_url,
     })
 }
@@ -368,6 +386,10 @@ impl Resources {
             ("GENERATION_DLQ_URL", self.dlq_url.clone()),
             ("EVENT_BUS_NAME", self.bus_name.clone()),
             ("USER_POOL_ID", self.user_pool_id.clone()),
+            (
+                "STRIPE_WEBHOOK_SECRET_PARAM",
+                self.stripe_webhook_secret_param.clone(),
+            ),
         ]
     }
 }

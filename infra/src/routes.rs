@@ -7,6 +7,7 @@ pub enum Function {
     Generations,
     Public,
     Admin,
+    StripeWebhook,
 }
 
 impl Function {
@@ -17,6 +18,7 @@ impl Function {
             Self::Generations => "GenerationsFunction",
             Self::Public => "PublicFunction",
             Self::Admin => "AdminFunction",
+            Self::StripeWebhook => "StripeWebhookFunction",
         }
     }
 }
@@ -93,6 +95,12 @@ pub const ROUTES: &[Route] = &[
         "/v1/admin/reports/{id}/dismiss",
         Function::Admin,
         true,
+    ),
+    r(
+        "POST",
+        "/v1/webhooks/stripe",
+        Function::StripeWebhook,
+        false,
     ),
     r("GET", "/v1/health", Function::Public, false),
     r("GET", "/v1/policy", Function::Public, false),

@@ -21,6 +21,8 @@ pub struct App {
     pub queue: JobQueue,
     pub events: EventBus,
     pub provider: Arc<dyn ImageProvider>,
+    /// Stripe's webhook signing secrets, read once at init from SSM (empty: not configured).
+    pub stripe_webhook_secrets: Arc<Vec<crate::config::Secret>>,
 }
 
 /// Loads the AWS SDK configuration (region, credentials, `AWS_ENDPOINT_URL`) once.
@@ -33,7 +35,7 @@ impl App {
     pub async fn from_env() -> anyhow::Result<Self> {
         let config = Config::from_env()?;
         let sdk = sdk_config().await;
-        Self::new(config, &sdk)
+        Self::new(config, &sdk)?.with_secrets(&sdk).await
     }
 
     pub fn new(config: Config, sdk: &SdkConfig) -> anyhow::Result<Self> {
@@ -59,8 +61,18 @@ impl App {
                 &config.event_bus_name,
             ),
             provider,
+            stripe_webhook_secrets: Arc::new(vec![]),
             config,
         })
+    }
+
+    /// Reads the secrets the configuration names (once, at init). Secrets never live in plain
+    /// environment variables or template defaults.
+    pub async fn with_secrets(mut self, sdk: &SdkConfig) -> anyhow::Result<Self> {
+        if let Some(param) = &self.config.stripe_webhook_secret_param {
+            self.stripe_webhook_secrets = Arc::new(crate::secrets::read_list(sdk, param).await?);
+        }
+        Ok(self)
     }
 
     /// The same application with another object store (tests put a fault-injecting wrapper in

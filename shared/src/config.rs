@@ -80,6 +80,11 @@ pub struct Config {
     pub legal_retention_years: u32,
     /// Child-account reports one user may send per day.
     pub child_reports_per_day: u32,
+    /// What users can buy (`BILLING_CATALOG`, JSON; a default catalog otherwise).
+    pub catalog: crate::domain::billing::Catalog,
+    /// The SSM parameter (SecureString) holding the Stripe webhook signing secret(s), comma-
+    /// separated during a roll. Unset: billing is not configured.
+    pub stripe_webhook_secret_param: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -182,6 +187,16 @@ impl Config {
                 1..=10,
             )?,
             child_reports_per_day: ranged("CHILD_REPORTS_PER_DAY", 5, 1..=100)?,
+            catalog: crate::domain::billing::Catalog::parse(
+                get("BILLING_CATALOG")
+                    .as_deref()
+                    .unwrap_or(crate::domain::billing::DEFAULT_CATALOG),
+            )
+            .map_err(|reason| ConfigError::Invalid {
+                name: "BILLING_CATALOG",
+                reason,
+            })?,
+            stripe_webhook_secret_param: get("STRIPE_WEBHOOK_SECRET_PARAM"),
         })
     }
 }

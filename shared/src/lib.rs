@@ -12,6 +12,7 @@ pub mod identity;
 pub mod objects;
 pub mod provider;
 pub mod queue;
+pub mod secrets;
 pub mod services;
 pub mod store;
 pub mod telemetry;

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use base64::Engine;
+
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Map, Value};
@@ -36,6 +38,7 @@ async fn send(app: &TestApp, name: &str, event: &str) -> (u16, Value) {
         "generations" => generations::handle(app.app(), req).await,
         "public" => public::handle(app.app(), req).await,
         "admin" => admin::handle(app.app(), req).await,
+        "stripe" => stripe_webhook::handle(app.app(), req).await,
         other => panic!("no HTTP function {other}"),
     }
     .unwrap();
@@ -95,6 +98,35 @@ async fn every_sample_event_runs_through_its_handler() {
         10 - 1,
         "the idempotent sample charged once"
     );
+
+    // The Stripe sample as stored carries a stale signature (Stripe signs at delivery time):
+    // refused as such; signed now with this deployment's secret, its pack is granted once.
+    let name = "stripe-webhook-checkout-completed.json";
+    let (status, body) = http(&app, name).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("stale_signature")),
+        "{body}"
+    );
+    let mut stripe: Value = serde_json::from_str(&read(name)).unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(stripe["body"].as_str().unwrap())
+        .unwrap();
+    let t = chrono::Utc::now().timestamp();
+    stripe["headers"]["stripe-signature"] = json!(format!(
+        "t={t},v1={}",
+        shared::domain::billing::sign(&app.webhook_secret(), t, &raw)
+    ));
+    for outcome in ["applied", "duplicate"] {
+        let (status, body) = send(&app, name, &stripe.to_string()).await;
+        assert_eq!(
+            (status, body["outcome"].as_str()),
+            (200, Some(outcome)),
+            "{body}"
+        );
+    }
+    assert_eq!(app.assert_ledger_consistent(&user).await, 9 + 50);
+    seen.push(name.to_string());
 
     // The account the samples report and hold, onboarded with the onboarding sample.
     let reported = with_claims("account-onboard.json", |claims| {
@@ -180,8 +212,8 @@ async fn every_sample_event_runs_through_its_handler() {
     assert_eq!(body["status"], "pending", "{body}");
     assert_eq!(
         app.assert_ledger_consistent(&user).await,
-        10,
-        "the cancelled job was refunded"
+        10 + 50,
+        "the cancelled job was refunded (and the sample pack is still there)"
     );
 
     let sqs: SqsEvent = serde_json::from_str(&read("generate-sqs.json")).unwrap();

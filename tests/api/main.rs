@@ -7,6 +7,7 @@ mod helpers;
 mod account_deletion;
 mod accounts;
 mod admin;
+mod billing;
 mod datamap;
 mod deletion;
 mod devhost;

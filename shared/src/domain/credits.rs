@@ -21,6 +21,8 @@ pub enum EntryKind {
     Grant,
     Debit,
     Refund,
+    /// Credits taken back (a refunded or disputed payment), or given back (a dispute won).
+    Reversal,
 }
 
 impl EntryKind {
@@ -29,6 +31,7 @@ impl EntryKind {
             Self::Grant => "grant",
             Self::Debit => "debit",
             Self::Refund => "refund",
+            Self::Reversal => "reversal",
         }
     }
 }
@@ -38,8 +41,25 @@ impl EntryKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cause {
     SignupGrant,
-    GenerationDebit { job_id: String },
-    GenerationRefund { job_id: String },
+    GenerationDebit {
+        job_id: String,
+    },
+    GenerationRefund {
+        job_id: String,
+    },
+    /// A paid Checkout Session of a credit pack.
+    CheckoutGrant {
+        session_id: String,
+    },
+    /// A paid subscription invoice (creation or a new period).
+    InvoiceGrant {
+        invoice_id: String,
+    },
+    /// The `version`th change of a payment's reversal (refunds and disputes, netted).
+    PaymentReversal {
+        payment_intent: String,
+        version: u64,
+    },
 }
 
 impl Cause {
@@ -48,6 +68,12 @@ impl Cause {
             Self::SignupGrant => "grant:signup".to_string(),
             Self::GenerationDebit { job_id } => format!("debit:generation:{job_id}"),
             Self::GenerationRefund { job_id } => format!("refund:generation:{job_id}"),
+            Self::CheckoutGrant { session_id } => format!("grant:checkout:{session_id}"),
+            Self::InvoiceGrant { invoice_id } => format!("grant:invoice:{invoice_id}"),
+            Self::PaymentReversal {
+                payment_intent,
+                version,
+            } => format!("reversal:{payment_intent}:{version}"),
         }
     }
 
@@ -56,6 +82,8 @@ impl Cause {
             Self::SignupGrant => EntryKind::Grant,
             Self::GenerationDebit { .. } => EntryKind::Debit,
             Self::GenerationRefund { .. } => EntryKind::Refund,
+            Self::CheckoutGrant { .. } | Self::InvoiceGrant { .. } => EntryKind::Grant,
+            Self::PaymentReversal { .. } => EntryKind::Reversal,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! prompt, size or user id cannot exist past it.
 
 pub mod age;
+pub mod billing;
 pub mod credits;
 pub mod cursor;
 pub mod generation;

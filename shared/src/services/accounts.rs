@@ -28,7 +28,7 @@ pub struct OnboardBody {
 pub struct Me {
     #[serde(flatten)]
     pub profile: Profile,
-    pub credits_balance: u64,
+    pub credits_balance: i64,
     pub data_retention: &'static str,
 }
 

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod billing;
 pub mod deletion;
 pub mod generations;
 pub mod sweep;

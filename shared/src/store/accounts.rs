@@ -28,6 +28,9 @@ pub struct Profile {
     pub deleted_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suspension: Option<Suspension>,
+    /// Set when a payment reversal left the balance negative (U5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billing_flag: Option<String>,
 }
 
 /// Why and since when an account is suspended (U5, K2): it may read, export and delete its data
@@ -72,6 +75,7 @@ fn profile_from_item(item: &Item) -> anyhow::Result<Profile> {
         created_at: get_s(item, "created_at")?.to_string(),
         updated_at: get_s(item, "updated_at")?.to_string(),
         deleted_at: opt_s(item, "deleted_at"),
+        billing_flag: opt_s(item, "billing_flag"),
         suspension: opt_s(item, "suspension_reason").map(|reason| Suspension {
             reason,
             since: opt_s(item, "suspended_at").unwrap_or_default(),
@@ -199,6 +203,22 @@ impl Store {
             Err(e) if is_conditional_failure(&e) => Ok(None),
             Err(e) => Err(anyhow::anyhow!(e).context("updating profile")),
         }
+    }
+
+    /// Flags an account (a reversal left its balance negative).
+    pub async fn flag_account(&self, user_id: &str, flag: &str) -> anyhow::Result<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), PROFILE)))
+            .update_expression("SET billing_flag = :f")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":f", s(flag))
+            .send()
+            .await;
+        super::applied(result, "flagging an account")?;
+        Ok(())
     }
 
     /// K1: counts refused under-13 sign-ups per day, with no identity attached.

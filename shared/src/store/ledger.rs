@@ -19,6 +19,16 @@ impl Store {
         user_id: &str,
         amount: u64,
     ) -> anyhow::Result<TransactWriteItem> {
+        self.balance_change(user_id, amount as i64)
+    }
+
+    /// Changes the balance by `amount` with no floor: a clawback may take it below zero
+    /// (generation then answers 402 until it is topped up).
+    pub(super) fn balance_change(
+        &self,
+        user_id: &str,
+        amount: i64,
+    ) -> anyhow::Result<TransactWriteItem> {
         Ok(TransactWriteItem::builder()
             .update(
                 Update::builder()
@@ -76,8 +86,9 @@ impl Store {
             .build())
     }
 
-    /// The current balance; `None` before onboarding.
-    pub async fn balance(&self, user_id: &str) -> anyhow::Result<Option<u64>> {
+    /// The current balance (negative after a clawback of spent credits); `None` before
+    /// onboarding.
+    pub async fn balance(&self, user_id: &str) -> anyhow::Result<Option<i64>> {
         let out = self
             .client
             .get_item()
@@ -115,6 +126,7 @@ impl Store {
                     kind: match get_s(item, "entry_kind")? {
                         "grant" => EntryKind::Grant,
                         "debit" => EntryKind::Debit,
+                        "reversal" => EntryKind::Reversal,
                         _ => EntryKind::Refund,
                     },
                     amount: get_n(item, "amount")?,

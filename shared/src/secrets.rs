@@ -1,0 +1,30 @@
+//! Secrets read once at init from SSM Parameter Store (SecureString), never from plain
+//! environment variables or template defaults.
+
+use anyhow::Context;
+use aws_config::SdkConfig;
+
+use crate::config::Secret;
+
+/// A comma-separated list of secrets (several during a roll).
+pub async fn read_list(sdk: &SdkConfig, name: &str) -> anyhow::Result<Vec<Secret>> {
+    let out = aws_sdk_ssm::Client::new(sdk)
+        .get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+        .with_context(|| format!("reading the secret parameter {name}"))?;
+    let value = out
+        .parameter()
+        .and_then(|p| p.value())
+        .with_context(|| format!("the secret parameter {name} has no value"))?;
+    let secrets: Vec<Secret> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(Secret::new)
+        .collect();
+    anyhow::ensure!(!secrets.is_empty(), "the secret parameter {name} is empty");
+    Ok(secrets)
+}
