@@ -254,6 +254,7 @@ pub async fn invoke_http(app: &App, function: Function, event: &Value) -> Respon
         Function::Public => public::handle(app, req).await,
         Function::Admin => admin::handle(app, req).await,
         Function::StripeWebhook => stripe_webhook::handle(app, req).await,
+        Function::Billing => billing::handle(app, req).await,
     };
     match result {
         Ok(resp) => to_axum(resp),

@@ -8,6 +8,7 @@ pub enum Function {
     Public,
     Admin,
     StripeWebhook,
+    Billing,
 }
 
 impl Function {
@@ -19,6 +20,7 @@ impl Function {
             Self::Public => "PublicFunction",
             Self::Admin => "AdminFunction",
             Self::StripeWebhook => "StripeWebhookFunction",
+            Self::Billing => "BillingFunction",
         }
     }
 }
@@ -102,6 +104,8 @@ pub const ROUTES: &[Route] = &[
         Function::StripeWebhook,
         false,
     ),
+    r("GET", "/v1/billing", Function::Billing, true),
+    r("GET", "/v1/billing/ledger", Function::Billing, true),
     r("GET", "/v1/health", Function::Public, false),
     r("GET", "/v1/policy", Function::Public, false),
 ];

@@ -556,3 +556,85 @@ async fn c2_billing_items_hold_ids_and_amounts_never_card_data() {
         }
     }
 }
+
+/// C2, U2: the user sees their balance, plan and subscription, and the ledger newest first with
+/// the balance after each entry, paginated.
+#[tokio::test]
+async fn c2_billing_overview_and_ledger_with_balances_after_each_entry() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    let pi = unique("pi_");
+    ok(
+        &app,
+        &stripe_event(
+            &unique("evt_"),
+            "checkout.session.completed",
+            1,
+            paid_session(&user, &unique("cs_"), &pi, "paid"),
+        ),
+    )
+    .await;
+    ok(
+        &app,
+        &stripe_event(
+            &unique("evt_"),
+            "invoice.paid",
+            2,
+            plan_invoice(&user, &unique("in_"), "subscription_create", &unique("pi_")),
+        ),
+    )
+    .await;
+    let mut sub = stripe_object(
+        "subscription",
+        json!({"id": "sub_9", "status": "active",
+        "customer": "cus_9", "metadata": {"user_id": user.sub}}),
+    );
+    sub["items"]["data"][0]["price"]["id"] = json!(PLAN_PRICE);
+    ok(
+        &app,
+        &stripe_event(&unique("evt_"), "customer.subscription.updated", 3, sub),
+    )
+    .await;
+    ok(
+        &app,
+        &stripe_event(&unique("evt_"), "charge.refunded", 4, charge(&pi, 500)),
+    )
+    .await;
+    app.create(&user, gen_body("one image")).await;
+
+    let billing: Value = app.get("/v1/billing", &user).await.json().await.unwrap();
+    assert_eq!(billing["balance"], 10 + 50 + 200 - 50 - 1);
+    assert_eq!(billing["plan"], "plan_monthly");
+    assert_eq!(billing["subscription_status"], "active");
+
+    let page: Value = app
+        .get("/v1/billing/ledger?limit=3", &user)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    assert_eq!(items[0]["kind"], "debit");
+    assert_eq!(items[0]["balance_after"], 209);
+    assert_eq!(items[1]["kind"], "reversal");
+    assert_eq!(items[1]["balance_after"], 210);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let rest: Value = app
+        .get(
+            &format!("/v1/billing/ledger?limit=3&cursor={cursor}"),
+            &user,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rest = rest["items"].as_array().unwrap();
+    assert_eq!(rest.len(), 2);
+    assert_eq!(rest.last().unwrap()["cause"], "grant:signup");
+    assert_eq!(rest.last().unwrap()["balance_after"], 10);
+    assert_eq!(
+        problem_code(app.get("/v1/billing/ledger?cursor=bogus", &user).await, 400).await,
+        "invalid_cursor"
+    );
+}

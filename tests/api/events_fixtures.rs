@@ -39,6 +39,7 @@ async fn send(app: &TestApp, name: &str, event: &str) -> (u16, Value) {
         "public" => public::handle(app.app(), req).await,
         "admin" => admin::handle(app.app(), req).await,
         "stripe" => stripe_webhook::handle(app.app(), req).await,
+        "billing" => billing::handle(app.app(), req).await,
         other => panic!("no HTTP function {other}"),
     }
     .unwrap();
@@ -77,6 +78,7 @@ async fn every_sample_event_runs_through_its_handler() {
         ("generations-create.json", 202),
         ("generations-create.json", 202),
         ("generations-list.json", 200),
+        ("billing-ledger.json", 200),
         ("generations-get.json", 404),
         ("generations-delete.json", 404),
         ("public-health.json", 200),

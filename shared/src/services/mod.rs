@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod billing;
+pub mod billing_account;
 pub mod deletion;
 pub mod generations;
 pub mod sweep;
