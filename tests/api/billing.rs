@@ -400,7 +400,7 @@ async fn a_refund_before_its_grant_is_retried_by_stripe() {
         .deliver(&stripe_event(
             &unique("evt_"),
             "charge.refunded",
-            1,
+            Utc::now().timestamp(),
             charge(&unique("pi_"), 100),
         ))
         .await;
@@ -453,7 +453,7 @@ async fn u2_soak_of_shuffled_duplicated_concurrent_deliveries() {
         events.push(stripe_event(
             &unique("evt_"),
             "charge.refunded",
-            300,
+            Utc::now().timestamp(),
             charge(pi, 250),
         ));
         expected -= 25;
@@ -461,7 +461,7 @@ async fn u2_soak_of_shuffled_duplicated_concurrent_deliveries() {
     events.push(stripe_event(
         &unique("evt_"),
         "charge.dispute.closed",
-        400,
+        Utc::now().timestamp(),
         dispute(&pis[9], "lost"),
     ));
     expected -= 50;
@@ -531,6 +531,8 @@ async fn c2_billing_items_hold_ids_and_amounts_never_card_data() {
         "status",
         "current_period_end",
         "stripe_updated",
+        "status_rank",
+        "refund_ts",
     ];
     let card_like = |s: &str| {
         let digits: String = s.chars().filter(|c| c.is_ascii_digit()).collect();
@@ -637,4 +639,197 @@ async fn c2_billing_overview_and_ledger_with_balances_after_each_entry() {
         problem_code(app.get("/v1/billing/ledger?cursor=bogus", &user).await, 400).await,
         "invalid_cursor"
     );
+}
+
+/// U5: on current API versions an invoice no longer names its payment intent; the
+/// `invoice_payment.paid` event links it (in either order with `invoice.paid`), so a refund of a
+/// plan charge claws back its share.
+#[tokio::test]
+async fn u5_plan_charges_are_linked_through_invoice_payments_and_refunds_claw_back() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    let invoice_id = unique("in_");
+    let pi = unique("pi_");
+    let mut invoice = plan_invoice(&user, &invoice_id, "subscription_create", "unused");
+    invoice.as_object_mut().unwrap().remove("payment_intent");
+    let link = stripe_event(
+        &unique("evt_"),
+        "invoice_payment.paid",
+        Utc::now().timestamp(),
+        stripe_object(
+            "invoice_payment",
+            json!({"invoice": invoice_id, "amount_paid": 1200,
+            "payment": {"type": "payment_intent", "payment_intent": pi}}),
+        ),
+    );
+    // The link first: its grant is not known yet, so Stripe is asked to retry.
+    assert_eq!(app.deliver(&link).await.status(), 503);
+    ok(
+        &app,
+        &stripe_event(&unique("evt_"), "invoice.paid", 1, invoice),
+    )
+    .await;
+    assert_eq!(ok(&app, &link).await["outcome"], "applied");
+    let mut refunded = charge(&pi, 600);
+    refunded["amount"] = json!(1200);
+    ok(
+        &app,
+        &stripe_event(&unique("evt_"), "charge.refunded", 2, refunded),
+    )
+    .await;
+    assert_eq!(app.assert_ledger_consistent(&user).await, 10 + 200 - 100);
+    // An event about a payment this service never granted, long past: ignored, not retried.
+    let stray = stripe_event(
+        &unique("evt_"),
+        "charge.refunded",
+        1,
+        charge(&unique("pi_"), 100),
+    );
+    assert_eq!(ok(&app, &stray).await["outcome"], "ignored");
+}
+
+/// S2: an inquiry takes nothing back and suspends nobody; a dispute that is won restores only
+/// the dispute's own suspension (an admin's stays); a lost dispute keeps everything reversed.
+#[tokio::test]
+async fn s2_inquiries_take_nothing_and_a_won_dispute_keeps_an_admins_suspension() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let user = app.onboarded_user().await;
+    let pi = unique("pi_");
+    ok(
+        &app,
+        &stripe_event(
+            &unique("evt_"),
+            "checkout.session.completed",
+            1,
+            paid_session(&user, &unique("cs_"), &pi, "paid"),
+        ),
+    )
+    .await;
+    ok(
+        &app,
+        &stripe_event(
+            &unique("evt_"),
+            "charge.dispute.created",
+            2,
+            dispute(&pi, "warning_needs_response"),
+        ),
+    )
+    .await;
+    assert_eq!(app.balance(&user).await, 60);
+    assert_eq!(
+        app.generate(&user, gen_body("not suspended"))
+            .await
+            .status(),
+        202
+    );
+    ok(
+        &app,
+        &stripe_event(
+            &unique("evt_"),
+            "charge.dispute.closed",
+            3,
+            dispute(&pi, "warning_closed"),
+        ),
+    )
+    .await;
+    assert_eq!(app.balance(&user).await, 59);
+
+    let path = format!("/v1/admin/users/{}/suspension", user.sub);
+    let resp = app
+        .send(
+            reqwest::Method::POST,
+            &path,
+            Some(&admin),
+            Some(json!({"reason": "fraud"})),
+        )
+        .await;
+    assert_eq!(resp.status(), 204);
+    let pi2 = unique("pi_");
+    ok(
+        &app,
+        &stripe_event(
+            &unique("evt_"),
+            "checkout.session.completed",
+            4,
+            paid_session(&user, &unique("cs_"), &pi2, "paid"),
+        ),
+    )
+    .await;
+    ok(
+        &app,
+        &stripe_event(
+            &unique("evt_"),
+            "charge.dispute.created",
+            5,
+            dispute(&pi2, "needs_response"),
+        ),
+    )
+    .await;
+    ok(
+        &app,
+        &stripe_event(
+            &unique("evt_"),
+            "charge.dispute.funds_reinstated",
+            6,
+            dispute(&pi2, "won"),
+        ),
+    )
+    .await;
+    let me: Value = app.get("/v1/me", &user).await.json().await.unwrap();
+    assert_eq!(me["suspension"]["reason"], "fraud");
+    assert_eq!(app.assert_ledger_consistent(&user).await, 109);
+}
+
+/// R4, C2: Stripe events about a deleted account change nothing under its subject: grants and
+/// subscription updates are ignored, a later refund only updates the payment's record.
+#[tokio::test]
+async fn r4_stripe_events_after_account_deletion_write_nothing_under_the_subject() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    let pi = unique("pi_");
+    ok(
+        &app,
+        &stripe_event(
+            &unique("evt_"),
+            "checkout.session.completed",
+            1,
+            paid_session(&user, &unique("cs_"), &pi, "paid"),
+        ),
+    )
+    .await;
+    assert_eq!(app.delete_account(&user).await.status(), 202);
+    app.sweep_at(Utc::now()).await;
+    let renewal = stripe_event(
+        &unique("evt_"),
+        "invoice.paid",
+        2,
+        plan_invoice(&user, &unique("in_"), "subscription_cycle", &unique("pi_")),
+    );
+    assert_eq!(ok(&app, &renewal).await["outcome"], "ignored");
+    let mut sub = stripe_object(
+        "subscription",
+        json!({"id": "sub_x", "status": "active",
+        "metadata": {"user_id": user.sub}}),
+    );
+    sub["items"]["data"][0]["price"]["id"] = json!(PLAN_PRICE);
+    assert_eq!(
+        ok(
+            &app,
+            &stripe_event(&unique("evt_"), "customer.subscription.updated", 3, sub)
+        )
+        .await["outcome"],
+        "ignored"
+    );
+    ok(
+        &app,
+        &stripe_event(&unique("evt_"), "charge.refunded", 4, charge(&pi, 500)),
+    )
+    .await;
+    for item in app.scan_table().await {
+        assert!(!format!("{item:?}").contains(&user.sub), "{item:?}");
+    }
+    let payment = app.app().store.get_payment(&pi).await.unwrap().unwrap();
+    assert!(payment.user_id.starts_with("anon:"));
+    assert_eq!(payment.reversed, 50);
 }

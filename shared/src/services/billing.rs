@@ -25,7 +25,9 @@ use crate::domain::credits::Cause;
 use crate::error::ApiError;
 use crate::services::deletion::legal_keep_until;
 use crate::services::worker::publish;
-use crate::store::{Applied, AuditRecord, Grant, Payment, SubscriptionState, SYSTEM_ACTOR};
+use crate::store::{
+    Applied, AuditRecord, Grant, Payment, StateOutcome, SubscriptionState, SYSTEM_ACTOR,
+};
 
 pub const DISPUTE_SUSPENSION: &str = "payment_dispute";
 
@@ -112,38 +114,85 @@ pub async fn apply(app: &App, event: &Value, now: DateTime<Utc>) -> Result<Handl
             checkout(app, id, kind, object, now).await?
         }
         "invoice.paid" => invoice_paid(app, id, kind, object, now).await?,
+        "invoice_payment.paid" => invoice_payment_paid(app, id, kind, object, created, now).await?,
         "customer.subscription.created"
         | "customer.subscription.updated"
         | "customer.subscription.deleted" => subscription(app, id, object, created).await?,
         "charge.refunded" => {
             let refunded = u64_at(object, "/amount_refunded").unwrap_or(0);
-            reversal(app, id, kind, str_at(object, "/payment_intent"), now, |p| {
-                p.refunded = p.refunded.max(refunded);
-            })
+            let amount = u64_at(object, "/amount");
+            reversal(
+                app,
+                id,
+                kind,
+                str_at(object, "/payment_intent"),
+                created,
+                now,
+                |p| {
+                    // Cumulative, ordered by Stripe's event time: a later event wins, also when a
+                    // failed or cancelled refund lowered the amount.
+                    if created >= p.refund_ts {
+                        p.refunded = refunded;
+                        p.refund_ts = created;
+                    }
+                    if let Some(a) = amount.filter(|a| *a > 0) {
+                        p.amount = a;
+                    }
+                },
+            )
             .await?
         }
         "charge.dispute.created" => {
-            reversal(app, id, kind, str_at(object, "/payment_intent"), now, |p| {
-                if p.dispute != "won" && p.dispute != "lost" {
-                    p.dispute = "open".into();
-                }
-            })
+            // An inquiry (`warning_*`) withdraws no funds: nothing is taken back for it.
+            let inquiry = str_at(object, "/status").is_some_and(|s| s.starts_with("warning_"));
+            reversal(
+                app,
+                id,
+                kind,
+                str_at(object, "/payment_intent"),
+                created,
+                now,
+                |p| {
+                    if !inquiry && p.dispute == "none" {
+                        p.dispute = "open".into();
+                    }
+                },
+            )
             .await?
         }
         "charge.dispute.funds_reinstated" => {
-            reversal(app, id, kind, str_at(object, "/payment_intent"), now, |p| {
-                p.dispute = "won".into();
-            })
+            reversal(
+                app,
+                id,
+                kind,
+                str_at(object, "/payment_intent"),
+                created,
+                now,
+                |p| {
+                    p.dispute = "won".into();
+                },
+            )
             .await?
         }
         "charge.dispute.closed" => {
-            let status = str_at(object, "/status").unwrap_or("").to_string();
-            if status != "won" && status != "lost" {
-                return Ok(ignored(id, "dispute closed without a decision"));
-            }
-            reversal(app, id, kind, str_at(object, "/payment_intent"), now, |p| {
-                p.dispute = status.clone();
-            })
+            let decided = match str_at(object, "/status").unwrap_or("") {
+                "won" => "won",
+                "lost" => "lost",
+                // An inquiry closed, or a dispute prevented: as if there had been none.
+                "warning_closed" | "prevented" => "none",
+                _ => return Ok(ignored(id, "dispute closed without a decision")),
+            };
+            reversal(
+                app,
+                id,
+                kind,
+                str_at(object, "/payment_intent"),
+                created,
+                now,
+                |p| {
+                    p.dispute = decided.into();
+                },
+            )
             .await?
         }
         _ => ignored(id, "not an event this service acts on"),
@@ -180,6 +229,13 @@ async fn grant(
             "applied"
         }
         Applied::Duplicate => "duplicate",
+        Applied::AccountGone => {
+            tracing::warn!("grant for an account that does not exist or is being deleted");
+            return Ok(ignored(
+                grant.event_id,
+                "the account does not exist or is deleted",
+            ));
+        }
     };
     Ok(Handled {
         event: grant.event_id.into(),
@@ -213,7 +269,9 @@ async fn checkout(
             // Older than any subscription event: never overwrites their state.
             stripe_updated: 0,
         };
-        app.store.set_subscription(user, &state).await?;
+        if let StateOutcome::AccountGone = app.store.set_subscription(user, &state).await? {
+            return Ok(ignored(id, "the account does not exist or is deleted"));
+        }
         return Ok(Handled {
             event: id.into(),
             outcome: "applied",
@@ -250,6 +308,7 @@ async fn checkout(
         dispute: "none".into(),
         reversed: 0,
         version: 0,
+        refund_ts: 0,
     });
     grant(
         app,
@@ -295,12 +354,20 @@ async fn invoice_paid(
         tracing::error!("subscription invoice for no plan of the catalog");
         return Ok(ignored(id, "no catalog plan on the invoice"));
     };
+    if u64_at(invoice, "/amount_paid") == Some(0) {
+        // A trial or a full discount: no payment, no credits.
+        return Ok(ignored(id, "nothing was paid"));
+    }
     let invoice_id = str_at(invoice, "/id").unwrap_or(id);
     let cause = Cause::InvoiceGrant {
         invoice_id: invoice_id.into(),
     };
-    let payment = str_at(invoice, "/payment_intent").map(|pi| Payment {
-        payment_intent: pi.into(),
+    // Recorded under the payment intent when the invoice names it (older API versions), or
+    // under the invoice until `invoice_payment.paid` names the intent.
+    let payment = Payment {
+        payment_intent: str_at(invoice, "/payment_intent")
+            .unwrap_or(invoice_id)
+            .into(),
         user_id: user.into(),
         grant: cause.key(),
         credits: plan.credits,
@@ -312,7 +379,8 @@ async fn invoice_paid(
         dispute: "none".into(),
         reversed: 0,
         version: 0,
-    });
+        refund_ts: 0,
+    };
     grant(
         app,
         Grant {
@@ -320,12 +388,68 @@ async fn invoice_paid(
             user_id: user,
             cause,
             credits: plan.credits,
-            payment,
+            payment: Some(payment),
         },
         kind,
         now,
     )
     .await
+}
+
+/// How long an event about a payment whose grant is unknown is answered 503 (so Stripe retries
+/// while the grant may still be on its way); after that it concerns no grant of this service.
+pub const GRANT_WAIT_SECS: i64 = 3600;
+
+fn not_known_yet(
+    id: &str,
+    what: &str,
+    created: i64,
+    now: DateTime<Utc>,
+) -> Result<Handled, ApiError> {
+    if now.timestamp() - created < GRANT_WAIT_SECS {
+        Err(ApiError::Unavailable(format!("{what} not known yet")))
+    } else {
+        Ok(ignored(id, "concerns no grant of this service"))
+    }
+}
+
+/// Current API versions: the invoice's payment intent arrives with `invoice_payment.paid`; the
+/// grant's record moves under it, so refunds and disputes of plan charges find it.
+async fn invoice_payment_paid(
+    app: &App,
+    id: &str,
+    kind: &str,
+    object: &Value,
+    created: i64,
+    now: DateTime<Utc>,
+) -> Result<Handled, ApiError> {
+    let (Some(invoice), Some(pi)) = (
+        str_at(object, "/invoice"),
+        str_at(object, "/payment/payment_intent"),
+    ) else {
+        return Ok(ignored(id, "not a payment-intent payment of an invoice"));
+    };
+    let Some(recorded) = app.store.get_payment(invoice).await? else {
+        return not_known_yet(id, "the invoice's grant", created, now);
+    };
+    let payment = Payment {
+        payment_intent: pi.into(),
+        amount: u64_at(object, "/amount_paid").unwrap_or(recorded.amount),
+        ..recorded
+    };
+    let outcome = match app
+        .store
+        .link_payment(id, kind, &payment, legal_keep_until(app, now), now)
+        .await?
+    {
+        Applied::Done => "applied",
+        _ => "duplicate",
+    };
+    Ok(Handled {
+        event: id.into(),
+        outcome,
+        detail: Some("payment linked to its invoice's grant".into()),
+    })
 }
 
 async fn subscription(app: &App, id: &str, sub: &Value, created: i64) -> Result<Handled, ApiError> {
@@ -346,7 +470,13 @@ async fn subscription(app: &App, id: &str, sub: &Value, created: i64) -> Result<
             .and_then(Value::as_i64),
         stripe_updated: created,
     };
-    let changed = app.store.set_subscription(user, &state).await?;
+    let changed = match app.store.set_subscription(user, &state).await? {
+        StateOutcome::Stored => true,
+        StateOutcome::Stale => false,
+        StateOutcome::AccountGone => {
+            return Ok(ignored(id, "the account does not exist or is deleted"))
+        }
+    };
     if changed {
         publish(
             app,
@@ -369,58 +499,71 @@ async fn subscription(app: &App, id: &str, sub: &Value, created: i64) -> Result<
     })
 }
 
+/// How long one delivery may spend on a contended payment before asking Stripe to retry.
+const REVERSAL_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Applies `change` to the payment's state and books the difference of its reversal target.
 async fn reversal(
     app: &App,
     id: &str,
     kind: &str,
     payment_intent: Option<&str>,
+    created: i64,
     now: DateTime<Utc>,
     change: impl Fn(&mut Payment),
 ) -> Result<Handled, ApiError> {
     let Some(pi) = payment_intent else {
         return Ok(ignored(id, "no payment intent on the object"));
     };
-    for _ in 0..8 {
+    let started = std::time::Instant::now();
+    while started.elapsed() < REVERSAL_BUDGET {
+        let Some(current) = app.store.get_payment(pi).await? else {
+            // Its grant may not have arrived yet: Stripe retries, by then it has.
+            return not_known_yet(id, "the payment", created, now);
+        };
         if app.store.event_applied(id).await? {
+            // Applied before; what follows from the payment's state is made sure of again (an
+            // earlier delivery may have failed after its commit).
+            settle(app, &current, now).await?;
             return Ok(Handled {
                 event: id.into(),
                 outcome: "duplicate",
                 detail: None,
             });
         }
-        let Some(current) = app.store.get_payment(pi).await? else {
-            // Its grant has not arrived yet: Stripe retries, by then it has.
-            return Err(ApiError::Unavailable(format!("payment {pi} not known yet")));
-        };
         let mut next = current.clone();
         change(&mut next);
         next.reversed = next.reversal_target();
         next.version = current.version + 1;
+        // A deleted account's payment changes state only: its ledger has left the account.
+        let book = !current.user_id.starts_with("anon:")
+            && app
+                .store
+                .get_profile(&current.user_id)
+                .await?
+                .is_some_and(|p| p.deleted_at.is_none());
         if !app
             .store
-            .apply_reversal(id, kind, &current, &next, now)
+            .apply_reversal(id, kind, &current, &next, book, now)
             .await?
         {
             continue;
         }
         let delta = next.reversed as i64 - current.reversed as i64;
-        if delta > 0 && app.store.balance(&current.user_id).await?.unwrap_or(0) < 0 {
-            // The credits were spent already: the balance stays negative (generation answers
-            // 402 until it is topped up) and the account is flagged.
-            app.store
-                .flag_account(&current.user_id, "negative_balance_after_reversal")
-                .await?;
-        }
-        if delta != 0 {
+        if delta != 0 && book {
+            let (event, amount) = if delta > 0 {
+                ("credits.clawed_back", delta)
+            } else {
+                ("credits.reinstated", -delta)
+            };
             publish(
                 app,
-                "credits.clawed_back",
-                json!({"user_id": current.user_id, "amount": delta, "payment_intent": pi, "dispute": next.dispute}),
+                event,
+                json!({"user_id": current.user_id, "amount": amount, "dispute": next.dispute}),
             )
             .await;
         }
-        suspension_follows_dispute(app, &current, &next, now).await?;
+        settle(app, &next, now).await?;
         return Ok(Handled {
             event: id.into(),
             outcome: "applied",
@@ -435,72 +578,75 @@ async fn reversal(
     )))
 }
 
-/// S2: an open dispute suspends the account; a won dispute restores a suspension that was the
-/// dispute's (an admin's stays).
-async fn suspension_follows_dispute(
-    app: &App,
-    before: &Payment,
-    after: &Payment,
-    now: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    if before.dispute == after.dispute {
+/// What a payment's state implies for its account, made sure of (idempotent): a negative
+/// balance is flagged; an open or lost dispute suspends (an existing suspension keeps its
+/// reason); when no payment of the user is disputed any more and no child report is pending, a
+/// suspension that was a dispute's is lifted.
+async fn settle(app: &App, payment: &Payment, now: DateTime<Utc>) -> anyhow::Result<()> {
+    let user = &payment.user_id;
+    let Some(profile) = app.store.get_profile(user).await? else {
+        return Ok(());
+    };
+    if profile.deleted_at.is_some() {
         return Ok(());
     }
-    let user = &after.user_id;
+    if profile.billing_flag.is_none() && app.store.balance(user).await?.unwrap_or(0) < 0 {
+        // The credits were spent already: the balance stays negative (generation answers 402
+        // until it is topped up) and the account is flagged.
+        app.store
+            .flag_account(user, "negative_balance_after_reversal")
+            .await?;
+    }
     let keep = legal_keep_until(app, now);
-    match after.dispute.as_str() {
-        "open" | "lost" => {
-            let suspended = app
-                .store
-                .get_profile(user)
-                .await?
-                .is_some_and(|p| p.suspension.is_some());
-            if suspended {
-                // Already suspended (by an admin, a report or this dispute): that reason stays.
-                return Ok(());
-            }
+    let disputed = matches!(payment.dispute.as_str(), "open" | "lost");
+    match (&profile.suspension, disputed) {
+        (None, true) => {
             let audit = AuditRecord::new(
                 SYSTEM_ACTOR,
                 "account.suspend",
                 Some(user),
-                Some(&format!("payment:{}", after.payment_intent)),
+                None,
                 Some("payment dispute"),
                 "suspended",
                 now,
             );
             app.store
-                .set_suspension(
-                    user,
-                    Some(DISPUTE_SUSPENSION),
-                    None,
-                    SYSTEM_ACTOR,
-                    &audit,
-                    keep,
-                    now,
-                )
+                .suspend_keeping_reason(user, DISPUTE_SUSPENSION, &audit, keep, now)
                 .await?;
         }
-        "won" => {
-            let audit = AuditRecord::new(
-                SYSTEM_ACTOR,
-                "account.restore",
-                Some(user),
-                Some(&format!("payment:{}", after.payment_intent)),
-                Some("payment dispute won"),
-                "restored",
-                now,
-            );
-            app.store
-                .set_suspension(
-                    user,
-                    None,
-                    Some(DISPUTE_SUSPENSION),
+        (Some(s), false) if s.reason == DISPUTE_SUSPENSION => {
+            let other_disputes = app.store.payments_of(user).await?.iter().any(|p| {
+                p.payment_intent != payment.payment_intent
+                    && matches!(p.dispute.as_str(), "open" | "lost")
+            });
+            let report_pending = app
+                .store
+                .pending_child_reports()
+                .await?
+                .iter()
+                .any(|r| &r.reported_user == user);
+            if !other_disputes && !report_pending {
+                let audit = AuditRecord::new(
                     SYSTEM_ACTOR,
-                    &audit,
-                    keep,
+                    "account.restore",
+                    Some(user),
+                    None,
+                    Some("payment dispute resolved"),
+                    "restored",
                     now,
-                )
-                .await?;
+                );
+                app.store
+                    .set_suspension(
+                        user,
+                        None,
+                        Some(DISPUTE_SUSPENSION),
+                        SYSTEM_ACTOR,
+                        &audit,
+                        keep,
+                        now,
+                    )
+                    .await?;
+            }
         }
         _ => {}
     }

@@ -4,7 +4,7 @@
 //! once and a redelivered event changes nothing.
 
 use anyhow::Context;
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +12,7 @@ use super::admin::Mentions;
 use super::item::{key, n, s, Item};
 use super::keys::{self, user_pk};
 use super::txn::{transact, TxnOutcome};
-use super::{applied, Store};
+use super::Store;
 use crate::datamap::{new_item, Kind};
 use crate::domain::credits::Cause;
 
@@ -20,6 +20,20 @@ use crate::domain::credits::Cause;
 pub const EVENT_MARKER_DAYS: i64 = 30;
 
 pub const SUBSCRIPTION: &str = "SUBSCRIPTION";
+
+/// How far along a subscription status is: breaks ties between events of the same second.
+fn status_rank(status: &str) -> u8 {
+    match status {
+        "incomplete" => 0,
+        "incomplete_expired" => 1,
+        "trialing" => 2,
+        "active" => 3,
+        "past_due" => 4,
+        "unpaid" | "paused" => 5,
+        "canceled" => 9,
+        _ => 3,
+    }
+}
 const PAYMENT: &str = "PAYMENT";
 const EVENT: &str = "EVENT";
 
@@ -52,6 +66,10 @@ pub struct Payment {
     pub reversed: u64,
     #[serde(default)]
     pub version: u64,
+    /// Stripe's `created` of the refund event that set `refunded` (a later one wins, so a
+    /// failed or cancelled refund that lowers `amount_refunded` is followed too).
+    #[serde(default)]
+    pub refund_ts: i64,
 }
 
 fn no_dispute() -> String {
@@ -103,6 +121,16 @@ pub enum Applied {
     Done,
     /// Already applied (this event, or another with the same cause).
     Duplicate,
+    /// The account does not exist or is being deleted: nothing was booked.
+    AccountGone,
+}
+
+/// What storing a subscription state came to.
+pub enum StateOutcome {
+    Stored,
+    /// A newer state (or the same subscription's cancellation) is stored.
+    Stale,
+    AccountGone,
 }
 
 impl Store {
@@ -144,8 +172,67 @@ impl Store {
         Ok(out.item().is_some())
     }
 
+    /// The account must exist and not be deleted for Stripe to change it.
+    fn account_active(&self, user_id: &str) -> anyhow::Result<TransactWriteItem> {
+        Ok(TransactWriteItem::builder()
+            .condition_check(
+                ConditionCheck::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(user_pk(user_id), keys::PROFILE)))
+                    .condition_expression(
+                        "attribute_exists(pk) AND attribute_not_exists(deleted_at)",
+                    )
+                    .build()?,
+            )
+            .build())
+    }
+
+    /// A payment's record and its reference, as transaction items.
+    fn payment_items(
+        &self,
+        p: &Payment,
+        keep_until: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<TransactWriteItem>> {
+        let pk = payment_pk(&p.payment_intent);
+        let mut item = new_item(Kind::Payment, &pk, PAYMENT);
+        item.extend(serde_dynamo::to_item::<_, Item>(p)?);
+        item.insert(keys::EXP_PK.into(), s(keys::exp_pk(&p.payment_intent)));
+        item.insert(keys::EXP_AT.into(), n(keep_until.timestamp()));
+        let mut items = vec![TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()?,
+            )
+            .build()];
+        items.extend(self.references(&pk, PAYMENT, &Mentions(vec![("user_id", &p.user_id)]))?);
+        Ok(items)
+    }
+
+    /// Links a payment intent to a grant recorded under its invoice (API versions whose
+    /// invoices no longer name their payment intent): the payment's record under the intent.
+    pub async fn link_payment(
+        &self,
+        event_id: &str,
+        event_type: &str,
+        payment: &Payment,
+        keep_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Applied> {
+        let mut items = vec![self.event_marker(event_id, event_type, now)?];
+        items.extend(self.payment_items(payment, keep_until)?);
+        Ok(
+            match transact(&self.client, "stripe payment link", items).await? {
+                TxnOutcome::Committed => Applied::Done,
+                TxnOutcome::ConditionFailed(_) => Applied::Duplicate,
+            },
+        )
+    }
+
     /// Books a grant once: the event's marker, the ledger entry keyed by its cause, the balance
-    /// and the payment's record, all or nothing.
+    /// and the payment's record, all or nothing, and only into an active account.
     pub async fn apply_grant(
         &self,
         grant: &Grant<'_>,
@@ -157,34 +244,38 @@ impl Store {
             self.event_marker(grant.event_id, event_type, now)?,
             self.ledger_put(grant.user_id, &grant.cause, grant.credits as i64, now)?,
             self.balance_add(grant.user_id, grant.credits)?,
+            self.account_active(grant.user_id)?,
         ];
         if let Some(p) = &grant.payment {
-            let pk = payment_pk(&p.payment_intent);
-            let mut item = new_item(Kind::Payment, &pk, PAYMENT);
-            item.extend(serde_dynamo::to_item::<_, Item>(p)?);
-            item.insert(keys::EXP_PK.into(), s(keys::exp_pk(&p.payment_intent)));
-            item.insert(keys::EXP_AT.into(), n(keep_until.timestamp()));
-            items.push(
-                TransactWriteItem::builder()
-                    .put(
-                        Put::builder()
-                            .table_name(&self.table)
-                            .set_item(Some(item))
-                            .condition_expression("attribute_not_exists(pk)")
-                            .build()?,
-                    )
-                    .build(),
-            );
-            items.extend(self.references(
-                &pk,
-                PAYMENT,
-                &Mentions(vec![("user_id", grant.user_id)]),
-            )?);
+            items.extend(self.payment_items(p, keep_until)?);
         }
-        Ok(match transact(&self.client, "stripe grant", items).await? {
+        let outcome = transact(&self.client, "stripe grant", items).await?;
+        Ok(match outcome {
             TxnOutcome::Committed => Applied::Done,
+            _ if outcome.failed_at(3) => Applied::AccountGone,
             TxnOutcome::ConditionFailed(_) => Applied::Duplicate,
         })
+    }
+
+    /// The payments of a user, found through the references in the user's partition.
+    pub async fn payments_of(&self, user_id: &str) -> anyhow::Result<Vec<Payment>> {
+        let refs = self
+            .query_all(
+                &user_pk(user_id),
+                Some(&format!("{}PAYMENT#", keys::REF_PREFIX)),
+                None,
+                "a user's payments",
+            )
+            .await?;
+        let mut payments = Vec::new();
+        for r in refs {
+            if let Some(pk) = r.get("ref_pk").and_then(|v| v.as_s().ok()) {
+                if let Some(p) = self.get_record(pk, PAYMENT, "a payment").await? {
+                    payments.push(p);
+                }
+            }
+        }
+        Ok(payments)
     }
 
     pub async fn get_payment(&self, payment_intent: &str) -> anyhow::Result<Option<Payment>> {
@@ -195,12 +286,15 @@ impl Store {
     /// Moves a payment to `next` (same payment, a later version) and books the change of its
     /// reversal, with the event's marker, in one transaction guarded by the stored version.
     /// `false` if another change got there first (read again and retry).
+    ///
+    /// Without `book` (the account is gone), only the payment's state changes.
     pub async fn apply_reversal(
         &self,
         event_id: &str,
         event_type: &str,
         current: &Payment,
         next: &Payment,
+        book: bool,
         now: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
         let delta = next.reversed as i64 - current.reversed as i64;
@@ -208,10 +302,13 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(key(payment_pk(&current.payment_intent), PAYMENT)))
             .update_expression(
-                "SET refunded = :refunded, dispute = :dispute, reversed = :reversed, version = :next",
+                "SET refunded = :refunded, refund_ts = :rts, amount = :amount, dispute = :dispute, \
+                 reversed = :reversed, version = :next",
             )
             .condition_expression("version = :version")
             .expression_attribute_values(":refunded", n(next.refunded))
+            .expression_attribute_values(":rts", n(next.refund_ts))
+            .expression_attribute_values(":amount", n(next.amount))
             .expression_attribute_values(":dispute", s(&next.dispute))
             .expression_attribute_values(":reversed", n(next.reversed))
             .expression_attribute_values(":next", n(next.version))
@@ -221,7 +318,7 @@ impl Store {
             self.event_marker(event_id, event_type, now)?,
             TransactWriteItem::builder().update(update).build(),
         ];
-        if delta != 0 {
+        if delta != 0 && book {
             items.push(self.ledger_put(
                 &current.user_id,
                 &Cause::PaymentReversal {
@@ -239,60 +336,63 @@ impl Store {
         ))
     }
 
-    /// Stores the subscription's state if it is newer than the stored one (by Stripe's event
-    /// time; a canceled subscription stays canceled). `false` if the stored state is newer.
+    /// Stores the subscription's state if it is newer than the stored one: by Stripe's event
+    /// time, ties broken by how far along the status is; a canceled subscription stays
+    /// canceled, and the cancellation of another (older) subscription never replaces the
+    /// current one's state.
     pub async fn set_subscription(
         &self,
         user_id: &str,
         state: &SubscriptionState,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<StateOutcome> {
         let spec = crate::datamap::spec_of(Kind::Subscription);
-        let mut req = self
-            .client
-            .update_item()
+        let null = || AttributeValue::Null(true);
+        let condition = if state.status == "canceled" {
+            "attribute_not_exists(pk) OR (subscription_id = :sid AND #st <> :canceled \
+             AND (stripe_updated < :ts OR (stripe_updated = :ts AND status_rank <= :rank)))"
+        } else {
+            "attribute_not_exists(pk) OR (subscription_id <> :sid AND stripe_updated <= :ts) \
+             OR (subscription_id = :sid AND #st <> :canceled \
+             AND (stripe_updated < :ts OR (stripe_updated = :ts AND status_rank <= :rank)))"
+        };
+        let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), SUBSCRIPTION)))
             .update_expression(
                 "SET kind = :kind, retention = :ret, subscription_id = :sid, #st = :status, \
-                 stripe_updated = :ts, customer_id = :cus, #plan = :plan, current_period_end = :end",
+                 status_rank = :rank, stripe_updated = :ts, customer_id = :cus, #plan = :plan, \
+                 current_period_end = :end",
             )
-            .condition_expression(
-                "attribute_not_exists(pk) OR (stripe_updated <= :ts \
-                 AND NOT (subscription_id = :sid AND #st = :canceled))",
-            )
+            .condition_expression(condition)
             .expression_attribute_names("#st", "status")
             .expression_attribute_names("#plan", "plan")
             .expression_attribute_values(":kind", s(spec.kind))
             .expression_attribute_values(":ret", s(spec.retention.as_str()))
             .expression_attribute_values(":sid", s(&state.subscription_id))
             .expression_attribute_values(":status", s(&state.status))
+            .expression_attribute_values(":rank", n(status_rank(&state.status)))
             .expression_attribute_values(":ts", n(state.stripe_updated))
-            .expression_attribute_values(":canceled", s("canceled"));
-        req = req
+            .expression_attribute_values(":canceled", s("canceled"))
             .expression_attribute_values(
                 ":cus",
-                state
-                    .customer_id
-                    .as_deref()
-                    .map(s)
-                    .unwrap_or(aws_sdk_dynamodb::types::AttributeValue::Null(true)),
+                state.customer_id.as_deref().map(s).unwrap_or_else(null),
             )
-            .expression_attribute_values(
-                ":plan",
-                state
-                    .plan
-                    .as_deref()
-                    .map(s)
-                    .unwrap_or(aws_sdk_dynamodb::types::AttributeValue::Null(true)),
-            )
+            .expression_attribute_values(":plan", state.plan.as_deref().map(s).unwrap_or_else(null))
             .expression_attribute_values(
                 ":end",
-                state
-                    .current_period_end
-                    .map(n)
-                    .unwrap_or(aws_sdk_dynamodb::types::AttributeValue::Null(true)),
-            );
-        applied(req.send().await, "storing a subscription")
+                state.current_period_end.map(n).unwrap_or_else(null),
+            )
+            .build()?;
+        let items = vec![
+            self.account_active(user_id)?,
+            TransactWriteItem::builder().update(update).build(),
+        ];
+        let outcome = transact(&self.client, "stripe subscription", items).await?;
+        Ok(match outcome {
+            TxnOutcome::Committed => StateOutcome::Stored,
+            _ if outcome.failed_at(0) => StateOutcome::AccountGone,
+            TxnOutcome::ConditionFailed(_) => StateOutcome::Stale,
+        })
     }
 
     pub async fn subscription(&self, user_id: &str) -> anyhow::Result<Option<SubscriptionState>> {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::admin::{AuditRecord, Review};
+use super::admin::{AuditRecord, Review, SYSTEM_ACTOR};
 use super::deletion::{AccountErasure, DeletionRecord};
 use super::item::{get_s, key, n, s, Item};
 use super::keys::{
@@ -116,6 +116,24 @@ impl Store {
                 .build(),
         };
         let mut items = vec![change];
+        items.extend(self.audit_items(audit, keep_until)?);
+        Ok(matches!(
+            transact(&self.client, "suspension", items).await?,
+            TxnOutcome::Committed
+        ))
+    }
+
+    /// Suspends an account that is not suspended yet (an existing suspension keeps its reason),
+    /// audited in the same transaction.
+    pub async fn suspend_keeping_reason(
+        &self,
+        user_id: &str,
+        reason: &str,
+        audit: &AuditRecord,
+        keep_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let mut items = vec![self.suspend_item(user_id, reason, SYSTEM_ACTOR, true, now)?];
         items.extend(self.audit_items(audit, keep_until)?);
         Ok(matches!(
             transact(&self.client, "suspension", items).await?,
@@ -236,7 +254,14 @@ impl Store {
                     .await?;
                 erased.ledger_entries_moved += 1;
             } else if sk.starts_with(REF_PREFIX) {
-                self.rewrite_reference(user_id, reference_id, item).await?;
+                // Billing records are kept under the ledger's anonymous id; admin records get
+                // the other one, so their free text cannot tie the two together.
+                let id = if get_s(item, "ref_pk")?.starts_with("PAYMENT#") {
+                    anonymous_id
+                } else {
+                    reference_id
+                };
+                self.rewrite_reference(user_id, id, item).await?;
                 erased.references_rewritten += 1;
             } else {
                 self.delete_key(&user_pk(user_id), &sk).await?;
