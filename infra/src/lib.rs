@@ -5,6 +5,7 @@ pub mod host;
 pub mod jwt;
 pub mod resources;
 pub mod routes;
+pub mod stripe_standin;
 pub mod workers;
 
 use std::collections::HashMap;
@@ -52,6 +53,8 @@ pub struct Stack {
     pub jwt: jwt::DevJwt,
     pub queue: workers::QueueTarget,
     pub sdk: SdkConfig,
+    /// The local Stripe stand-in, when no Stripe key is configured.
+    pub stripe: Option<stripe_standin::Handle>,
 }
 
 /// Provisions the resources, builds the application and starts serving.
@@ -76,7 +79,41 @@ pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
                 opts.endpoint
             )
         })?;
-    let provisioned: HashMap<&str, String> = resources.env().into_iter().collect();
+    let mut provisioned: HashMap<&str, String> = resources.env().into_iter().collect();
+    let listener = tokio::net::TcpListener::bind(opts.addr)
+        .await
+        .with_context(|| format!("binding {}", opts.addr))?;
+    let addr = listener.local_addr()?;
+    // Without a Stripe key of its own, the stack talks to the local stand-in, which sends its
+    // webhooks to this dev host, signed with the provisioned secret.
+    let stripe = if setting("STRIPE_SECRET_KEY_PARAM").is_none() {
+        let secret = resources::read_secret(&sdk, &resources.stripe_webhook_secret_param).await?;
+        let catalog = shared::domain::billing::Catalog::parse(
+            setting("BILLING_CATALOG")
+                .as_deref()
+                .unwrap_or(shared::domain::billing::DEFAULT_CATALOG),
+        )
+        .map_err(|e| anyhow::anyhow!("BILLING_CATALOG: {e}"))?;
+        let webhook_host = if addr.ip().is_unspecified() {
+            std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        } else {
+            addr
+        };
+        let handle = stripe_standin::start(
+            format!("http://{webhook_host}/v1/webhooks/stripe"),
+            secret,
+            catalog,
+        )
+        .await?;
+        provisioned.insert(
+            "STRIPE_SECRET_KEY_PARAM",
+            resources.stripe_secret_key_param.clone(),
+        );
+        provisioned.insert("STRIPE_API_BASE", handle.base_url.clone());
+        Some(handle)
+    } else {
+        None
+    };
     let config = Config::from_lookup(|name| {
         opts.env
             .get(name)
@@ -86,10 +123,6 @@ pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
     })?;
     let app = Arc::new(App::new(config, &sdk)?.with_secrets(&sdk).await?);
     let jwt = jwt::DevJwt::new(opts.jwt_secret.as_bytes());
-    let listener = tokio::net::TcpListener::bind(opts.addr)
-        .await
-        .with_context(|| format!("binding {}", opts.addr))?;
-    let addr = listener.local_addr()?;
     let router = host::router(Arc::new(host::Host {
         app: app.clone(),
         jwt: jwt.clone(),
@@ -118,5 +151,6 @@ pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
         jwt,
         queue,
         sdk,
+        stripe,
     })
 }

@@ -84,6 +84,8 @@ pub struct Resources {
     pub user_pool_id: String,
     /// The SSM parameter holding the local Stripe webhook signing secret.
     pub stripe_webhook_secret_param: String,
+    /// The SSM parameter holding the stand-in's Stripe secret key.
+    pub stripe_secret_key_param: String,
     /// Local only: a queue subscribed to every domain event on the bus, to watch them.
     pub events_tap_url: String,
 }
@@ -276,6 +278,17 @@ pub async fn provision(
         .await
         .context("storing the local Stripe webhook secret")?;
 
+    let stripe_secret_key_param = format!("/{prefix}/stripe/secret-key");
+    aws_sdk_ssm::Client::new(sdk)
+        .put_parameter()
+        .name(&stripe_secret_key_param)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .value("sk_test_local_standin")
+        .overwrite(true)
+        .send()
+        .await
+        .context("storing the local Stripe secret key")?;
+
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let dlq_url = sqs
         .create_queue()
@@ -357,8 +370,15 @@ pub async fn provision(
         bus_name,
         user_pool_id,
         stripe_webhook_secret_param,
+        stripe_secret_key_param,
         events_tap_url,
     })
+}
+
+/// A secret the provisioning stored (the stand-in signs its webhooks with it).
+pub async fn read_secret(sdk: &SdkConfig, name: &str) -> anyhow::Result<String> {
+    let list = shared::secrets::read_list(sdk, name).await?;
+    Ok(list[0].expose().to_string())
 }
 
 async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<String> {

@@ -106,6 +106,10 @@ pub const ROUTES: &[Route] = &[
     ),
     r("GET", "/v1/billing", Function::Billing, true),
     r("GET", "/v1/billing/ledger", Function::Billing, true),
+    r("POST", "/v1/billing/checkout", Function::Billing, true),
+    r("POST", "/v1/billing/portal", Function::Billing, true),
+    r("GET", "/v1/billing/invoices", Function::Billing, true),
+    r("PUT", "/v1/billing/spend-cap", Function::Billing, true),
     r("GET", "/v1/health", Function::Public, false),
     r("GET", "/v1/policy", Function::Public, false),
 ];

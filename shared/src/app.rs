@@ -23,6 +23,8 @@ pub struct App {
     pub provider: Arc<dyn ImageProvider>,
     /// Stripe's webhook signing secrets, read once at init from SSM (empty: not configured).
     pub stripe_webhook_secrets: Arc<Vec<crate::config::Secret>>,
+    /// Stripe's API, when its secret key is configured.
+    pub payments: Option<Arc<dyn crate::payments::Payments>>,
 }
 
 /// Loads the AWS SDK configuration (region, credentials, `AWS_ENDPOINT_URL`) once.
@@ -62,6 +64,7 @@ impl App {
             ),
             provider,
             stripe_webhook_secrets: Arc::new(vec![]),
+            payments: None,
             config,
         })
     }
@@ -71,6 +74,13 @@ impl App {
     pub async fn with_secrets(mut self, sdk: &SdkConfig) -> anyhow::Result<Self> {
         if let Some(param) = &self.config.stripe_webhook_secret_param {
             self.stripe_webhook_secrets = Arc::new(crate::secrets::read_list(sdk, param).await?);
+        }
+        if let Some(param) = &self.config.stripe_secret_key_param {
+            let key = crate::secrets::read_list(sdk, param).await?;
+            self.payments = Some(Arc::new(crate::payments::Stripe::new(
+                key[0].expose(),
+                self.config.stripe_api_base.as_deref(),
+            )?));
         }
         Ok(self)
     }

@@ -85,6 +85,15 @@ pub struct Config {
     /// The SSM parameter (SecureString) holding the Stripe webhook signing secret(s), comma-
     /// separated during a roll. Unset: billing is not configured.
     pub stripe_webhook_secret_param: Option<String>,
+    /// The SSM parameter (SecureString) holding the Stripe secret key. Unset: checkout, portal
+    /// and invoices answer 503 `billing_not_configured`.
+    pub stripe_secret_key_param: Option<String>,
+    /// Another Stripe API base (a local stand-in); Stripe's own when unset.
+    pub stripe_api_base: Option<String>,
+    /// Where Checkout and the portal send the user back.
+    pub checkout_success_url: String,
+    pub checkout_cancel_url: String,
+    pub portal_return_url: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -197,6 +206,14 @@ impl Config {
                 reason,
             })?,
             stripe_webhook_secret_param: get("STRIPE_WEBHOOK_SECRET_PARAM"),
+            stripe_secret_key_param: get("STRIPE_SECRET_KEY_PARAM"),
+            stripe_api_base: get("STRIPE_API_BASE"),
+            checkout_success_url: get("CHECKOUT_SUCCESS_URL")
+                .unwrap_or_else(|| "https://imagegen.invalid/billing/success".into()),
+            checkout_cancel_url: get("CHECKOUT_CANCEL_URL")
+                .unwrap_or_else(|| "https://imagegen.invalid/billing/cancel".into()),
+            portal_return_url: get("PORTAL_RETURN_URL")
+                .unwrap_or_else(|| "https://imagegen.invalid/billing".into()),
         })
     }
 }

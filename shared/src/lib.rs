@@ -10,6 +10,7 @@ pub mod events;
 pub mod http;
 pub mod identity;
 pub mod objects;
+pub mod payments;
 pub mod provider;
 pub mod queue;
 pub mod secrets;

@@ -833,3 +833,212 @@ async fn r4_stripe_events_after_account_deletion_write_nothing_under_the_subject
     assert!(payment.user_id.starts_with("anon:"));
     assert_eq!(payment.reversed, 50);
 }
+
+async fn post_json(
+    app: &TestApp,
+    user: &User,
+    path: &str,
+    body: Value,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut req = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .bearer_auth(&user.token)
+        .json(&body);
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    req.send().await.unwrap()
+}
+
+/// Pays a Checkout Session on the stand-in's hosted page, as a person would.
+async fn pay(app: &TestApp, url: &str) {
+    let page = app.http.get(url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Pay"));
+    let paid = app.http.post(url).send().await.unwrap();
+    assert_eq!(paid.status(), 200);
+}
+
+/// U2, C2: the whole purchase through the dev host and the local Stripe stand-in: a pack and a
+/// plan bought through Checkout (the stand-in sends the signed webhooks Stripe would), one
+/// customer per user, invoices, the portal, the spend cap, and the refusals.
+#[tokio::test]
+async fn u2_a_person_buys_a_pack_and_a_plan_end_to_end() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    let first = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": PACK}),
+        Some("buy-1"),
+    )
+    .await;
+    assert_eq!(first.status(), 201);
+    let url = first.json::<Value>().await.unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The same Idempotency-Key gets the same session (forwarded to Stripe).
+    let again = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": PACK}),
+        Some("buy-1"),
+    )
+    .await;
+    assert_eq!(again.json::<Value>().await.unwrap()["url"], url.as_str());
+    pay(&app, &url).await;
+    assert_eq!(app.balance(&user).await, 60);
+
+    let plan = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": "plan_monthly"}),
+        None,
+    )
+    .await;
+    assert_eq!(plan.status(), 201);
+    pay(
+        &app,
+        plan.json::<Value>().await.unwrap()["url"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(app.assert_ledger_consistent(&user).await, 260);
+    let billing: Value = app.get("/v1/billing", &user).await.json().await.unwrap();
+    assert_eq!(billing["plan"], "plan_monthly");
+    assert_eq!(billing["subscription_status"], "active");
+    assert_eq!(billing["spent_this_month"], 500 + 1200);
+    let invoices: Value = app
+        .get("/v1/billing/invoices", &user)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let invoices = invoices["items"].as_array().unwrap();
+    assert_eq!(invoices.len(), 1);
+    assert_eq!(invoices[0]["amount"], 1200);
+    assert_eq!(invoices[0]["status"], "paid");
+    let portal = post_json(&app, &user, "/v1/billing/portal", json!({}), None).await;
+    assert_eq!(portal.status(), 201);
+    assert!(portal.json::<Value>().await.unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .contains("/portal/cus_"));
+    // One Stripe customer for the user, whatever the number of checkouts.
+    let customers: Vec<String> = app
+        .stack
+        .stripe
+        .as_ref()
+        .unwrap()
+        .sent()
+        .iter()
+        .filter(|e| e["type"] == "checkout.session.completed")
+        .map(|e| {
+            e["data"]["object"]["customer"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(customers.len(), 2);
+    assert_eq!(customers[0], customers[1]);
+
+    // A second plan, the spend cap, unknown items: clear 4xx answers.
+    let resp = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": "plan_monthly"}),
+        None,
+    )
+    .await;
+    assert_eq!(problem_code(resp, 409).await, "already_subscribed");
+    let cap = app
+        .http
+        .put(format!("{}/v1/billing/spend-cap", app.base))
+        .bearer_auth(&user.token)
+        .json(&json!({"monthly_cap": 2000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cap.status(), 200);
+    let resp = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": PACK}),
+        None,
+    )
+    .await;
+    assert_eq!(problem_code(resp, 409).await, "spend_cap_reached");
+    let resp = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": "gold"}),
+        None,
+    )
+    .await;
+    assert_eq!(problem_code(resp, 400).await, "unknown_item");
+    let bad_cap = app
+        .http
+        .put(format!("{}/v1/billing/spend-cap", app.base))
+        .bearer_auth(&user.token)
+        .json(&json!({"monthly_cap": -5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem_code(bad_cap, 400).await, "invalid_spend_cap");
+}
+
+/// A suspended account cannot check out; without a Stripe key, billing answers 503
+/// `billing_not_configured` and the rest of the product works.
+#[tokio::test]
+async fn suspended_accounts_cannot_buy_and_unconfigured_billing_is_503() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let user = app.onboarded_user().await;
+    let resp = app
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/admin/users/{}/suspension", user.sub),
+            Some(&admin),
+            Some(json!({"reason": "chargebacks"})),
+        )
+        .await;
+    assert_eq!(resp.status(), 204);
+    let resp = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": PACK}),
+        None,
+    )
+    .await;
+    assert_eq!(problem_code(resp, 403).await, "account_suspended");
+
+    let other = app.onboarded_user().await;
+    let unconfigured = shared::App {
+        payments: None,
+        ..app.app().clone()
+    };
+    let err = shared::services::billing_account::checkout(
+        &unconfigured,
+        &caller(&other),
+        shared::services::billing_account::CheckoutBody { item: PACK.into() },
+        None,
+        Utc::now(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!((err.status(), err.code()), (503, "billing_not_configured"));
+    assert_eq!(
+        app.generate(&other, gen_body("still works")).await.status(),
+        202
+    );
+}

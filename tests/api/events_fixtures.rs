@@ -308,7 +308,12 @@ async fn k1_refused_sign_up_logs_no_subject() {
         .with_span_list(true)
         .with_writer(logs.clone())
         .finish();
+    // A second registered dispatcher makes tracing compute each callsite's interest across all
+    // dispatchers, whatever thread registers it first (with just one, a callsite first hit by
+    // another test's thread would be cached as uninteresting for this one too).
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
     let child = unique("child-");
     let mut event: Value = serde_json::from_str(&with_claims("account-onboard.json", |c| {
         c.insert("sub".into(), json!(child));

@@ -1,8 +1,10 @@
-//! `billing`: `/v1/billing` (balance, plan, subscription) and `/v1/billing/ledger`. Translates
-//! requests to `shared::services::billing_account` calls.
+//! `billing`: `/v1/billing` (balance, plan, subscription, spend cap), the ledger, checkout, the
+//! customer portal and invoices. Translates requests to `shared::services::billing_account`.
 
+use chrono::Utc;
 use lambda_http::{Body, Error, Request, Response};
-use shared::http::{self, json, query_param, route_key, Caller};
+use shared::http::request::{ascii_header, json_value};
+use shared::http::{self, json, json_body, query_param, route_key, Caller};
 use shared::services::billing_account;
 use shared::{ApiError, App};
 
@@ -20,6 +22,26 @@ async fn route(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
             json(
                 200,
                 &billing_account::ledger(app, &caller, limit.as_deref(), cursor.as_deref()).await?,
+            )
+        }
+        Some("POST /v1/billing/checkout") => {
+            let body = json_body(&req)?;
+            // Forwarded to Stripe: a retried request gets the same session.
+            let key = ascii_header(&req, "idempotency-key", "invalid_idempotency_key")?;
+            json(
+                201,
+                &billing_account::checkout(app, &caller, body, key, Utc::now()).await?,
+            )
+        }
+        Some("POST /v1/billing/portal") => json(201, &billing_account::portal(app, &caller).await?),
+        Some("GET /v1/billing/invoices") => {
+            json(200, &billing_account::invoices(app, &caller).await?)
+        }
+        Some("PUT /v1/billing/spend-cap") => {
+            let body = json_value(&req)?;
+            json(
+                200,
+                &billing_account::set_spend_cap(app, &caller, &body).await?,
             )
         }
         _ => Err(ApiError::client(404, "route_not_found", "no such route")),

@@ -22,13 +22,21 @@ pub struct BillingView {
     /// Set when a payment reversal left the balance negative.
     pub billing_flag: Option<String>,
     pub suspended: bool,
+    /// Most the user wants to spend a month (smallest currency unit), and what they paid.
+    pub spend_cap: Option<u64>,
+    pub spent_this_month: u64,
 }
 
 pub async fn overview(app: &App, caller: &Caller) -> Result<BillingView, ApiError> {
     let profile = require_onboarded(app, caller).await?;
     let user = caller.user_id.as_str();
-    let (balance, subscription) =
-        tokio::try_join!(app.store.balance(user), app.store.subscription(user))?;
+    let now = chrono::Utc::now();
+    let (balance, subscription, customer, spent) = tokio::try_join!(
+        app.store.balance(user),
+        app.store.subscription(user),
+        app.store.customer(user),
+        app.store.spent_this_month(user, now),
+    )?;
     Ok(BillingView {
         balance: balance.unwrap_or(0),
         plan: subscription.as_ref().and_then(|s| s.plan.clone()),
@@ -36,6 +44,8 @@ pub async fn overview(app: &App, caller: &Caller) -> Result<BillingView, ApiErro
         current_period_end: subscription.and_then(|s| s.current_period_end),
         billing_flag: profile.billing_flag,
         suspended: profile.suspension.is_some(),
+        spend_cap: customer.spend_cap,
+        spent_this_month: spent,
     })
 }
 
@@ -102,4 +112,186 @@ pub async fn ledger(
         items,
         next_cursor: next,
     })
+}
+
+fn billing_not_configured() -> ApiError {
+    ApiError::client(
+        503,
+        "billing_not_configured",
+        "billing is not configured on this deployment",
+    )
+}
+
+fn payments(app: &App) -> Result<&dyn crate::payments::Payments, ApiError> {
+    app.payments.as_deref().ok_or_else(billing_not_configured)
+}
+
+/// The user's Stripe customer, created once (idempotently at Stripe, conditionally here).
+async fn customer_of(app: &App, caller: &Caller) -> Result<String, ApiError> {
+    let user = caller.user_id.as_str();
+    if let Some(id) = app.store.customer(user).await?.customer_id {
+        return Ok(id);
+    }
+    let created = payments(app)?
+        .create_customer(user, caller.email.as_deref())
+        .await
+        .map_err(stripe_unavailable)?;
+    Ok(app.store.keep_customer(user, &created).await?)
+}
+
+fn stripe_unavailable(e: anyhow::Error) -> ApiError {
+    tracing::error!(error = ?e, "Stripe call failed");
+    ApiError::Unavailable("the payment provider did not answer; retry shortly".into())
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutBody {
+    pub item: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UrlView {
+    pub url: String,
+}
+
+/// `POST /v1/billing/checkout`: a Checkout Session for a pack (mode payment) or a plan (mode
+/// subscription). Suspended accounts cannot buy; the spend cap is checked first.
+#[tracing::instrument(skip_all, fields(user_id = %caller.user_id))]
+pub async fn checkout(
+    app: &App,
+    caller: &Caller,
+    body: CheckoutBody,
+    idempotency_key: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<UrlView, ApiError> {
+    let profile = require_onboarded(app, caller).await?;
+    if profile.suspension.is_some() {
+        return Err(ApiError::forbidden(
+            "account_suspended",
+            "this account is suspended: it can read, export and delete its data, not buy",
+        ));
+    }
+    payments(app)?;
+    let catalog = &app.config.catalog;
+    let (item, purchase) = match (
+        catalog.pack(&body.item),
+        catalog.plans.iter().find(|p| p.id == body.item),
+    ) {
+        (Some(pack), _) => (pack, crate::payments::Purchase::Pack),
+        (None, Some(plan)) => (plan, crate::payments::Purchase::Plan),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "unknown_item",
+                "item must be the id of a pack or plan of GET /v1/policy's catalog",
+            ))
+        }
+    };
+    let user = caller.user_id.as_str();
+    if purchase == crate::payments::Purchase::Plan {
+        if let Some(sub) = app.store.subscription(user).await? {
+            if matches!(sub.status.as_str(), "active" | "trialing" | "past_due") {
+                return Err(ApiError::client(
+                    409,
+                    "already_subscribed",
+                    "this account already has a plan; change it in the customer portal",
+                ));
+            }
+        }
+    }
+    if let Some(cap) = app.store.customer(user).await?.spend_cap {
+        let spent = app.store.spent_this_month(user, now).await?;
+        if spent + item.amount > cap {
+            return Err(ApiError::client(
+                409,
+                "spend_cap_reached",
+                format!("this purchase would pass the monthly spend cap ({spent} of {cap} spent)"),
+            ));
+        }
+    }
+    let customer = customer_of(app, caller).await?;
+    let url = payments(app)?
+        .checkout_url(
+            &customer,
+            user,
+            item,
+            purchase,
+            &app.config.checkout_success_url,
+            &app.config.checkout_cancel_url,
+            idempotency_key,
+        )
+        .await
+        .map_err(stripe_unavailable)?;
+    Ok(UrlView { url })
+}
+
+/// `POST /v1/billing/portal`: the customer portal (card, cancel, invoices).
+pub async fn portal(app: &App, caller: &Caller) -> Result<UrlView, ApiError> {
+    require_onboarded(app, caller).await?;
+    payments(app)?;
+    let customer = customer_of(app, caller).await?;
+    let url = payments(app)?
+        .portal_url(&customer, &app.config.portal_return_url)
+        .await
+        .map_err(stripe_unavailable)?;
+    Ok(UrlView { url })
+}
+
+/// `GET /v1/billing/invoices`.
+pub async fn invoices(
+    app: &App,
+    caller: &Caller,
+) -> Result<Page<crate::payments::InvoiceView>, ApiError> {
+    require_onboarded(app, caller).await?;
+    let stripe = payments(app)?;
+    let items = match app
+        .store
+        .customer(caller.user_id.as_str())
+        .await?
+        .customer_id
+    {
+        Some(customer) => stripe
+            .invoices(&customer)
+            .await
+            .map_err(stripe_unavailable)?,
+        None => vec![],
+    };
+    Ok(Page {
+        items,
+        next_cursor: None,
+    })
+}
+
+/// `PUT /v1/billing/spend-cap` `{monthly_cap}`: a number (smallest currency unit) or null.
+pub async fn set_spend_cap(
+    app: &App,
+    caller: &Caller,
+    body: &serde_json::Value,
+) -> Result<BillingView, ApiError> {
+    require_onboarded(app, caller).await?;
+    let cap = match body.get("monthly_cap") {
+        Some(serde_json::Value::Null) => None,
+        Some(v) => Some(v.as_u64().filter(|c| *c <= 100_000_000).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_spend_cap",
+                "monthly_cap must be a whole number from 0 to 100000000, or null",
+            )
+        })?),
+        None => {
+            return Err(ApiError::bad_request(
+                "invalid_spend_cap",
+                "send {\"monthly_cap\": number or null}",
+            ))
+        }
+    };
+    if body.as_object().is_some_and(|o| o.len() != 1) {
+        return Err(ApiError::bad_request(
+            "unknown_field",
+            "only monthly_cap can be set here",
+        ));
+    }
+    app.store
+        .set_spend_cap(caller.user_id.as_str(), cap)
+        .await?;
+    overview(app, caller).await
 }

@@ -117,6 +117,22 @@ pub struct SubscriptionState {
     pub stripe_updated: i64,
 }
 
+/// The user's Stripe customer and spend cap.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerRecord {
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    /// Most the user wants to spend a month, in the currency's smallest unit.
+    #[serde(default)]
+    pub spend_cap: Option<u64>,
+}
+
+const STRIPE_CUSTOMER: &str = "STRIPE_CUSTOMER";
+
+fn spend_sk(now: DateTime<Utc>) -> String {
+    format!("SPEND#{}", now.format("%Y-%m"))
+}
+
 pub enum Applied {
     Done,
     /// Already applied (this event, or another with the same cause).
@@ -248,6 +264,7 @@ impl Store {
         ];
         if let Some(p) = &grant.payment {
             items.extend(self.payment_items(p, keep_until)?);
+            items.push(self.spend_item(grant.user_id, p.amount, now)?);
         }
         let outcome = transact(&self.client, "stripe grant", items).await?;
         Ok(match outcome {
@@ -255,6 +272,101 @@ impl Store {
             _ if outcome.failed_at(3) => Applied::AccountGone,
             TxnOutcome::ConditionFailed(_) => Applied::Duplicate,
         })
+    }
+
+    /// Adds a payment to its month's spend (for the spend cap).
+    fn spend_item(
+        &self,
+        user_id: &str,
+        amount: u64,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<TransactWriteItem> {
+        let spec = crate::datamap::spec_of(Kind::MonthlySpend);
+        let sk = spend_sk(now);
+        Ok(TransactWriteItem::builder()
+            .update(
+                Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(user_pk(user_id), &sk)))
+                    .update_expression(
+                        "SET kind = :kind, retention = :ret, exp_pk = :epk, exp_at = :eat ADD spent :a",
+                    )
+                    .expression_attribute_values(":kind", s(spec.kind))
+                    .expression_attribute_values(":ret", s(spec.retention.as_str()))
+                    .expression_attribute_values(":epk", s(keys::exp_pk(&format!("{user_id}{sk}"))))
+                    .expression_attribute_values(":eat", n((now + Duration::days(62)).timestamp()))
+                    .expression_attribute_values(":a", n(amount))
+                    .build()?,
+            )
+            .build())
+    }
+
+    /// What the user paid this month.
+    pub async fn spent_this_month(&self, user_id: &str, now: DateTime<Utc>) -> anyhow::Result<u64> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), spend_sk(now))))
+            .consistent_read(true)
+            .send()
+            .await
+            .context("reading the month's spend")?;
+        Ok(out
+            .item()
+            .and_then(|i| super::item::opt_n(i, "spent"))
+            .unwrap_or(0))
+    }
+
+    pub async fn customer(&self, user_id: &str) -> anyhow::Result<CustomerRecord> {
+        Ok(self
+            .get_record(&user_pk(user_id), STRIPE_CUSTOMER, "a Stripe customer")
+            .await?
+            .unwrap_or_default())
+    }
+
+    fn customer_update(
+        &self,
+        user_id: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        let spec = crate::datamap::spec_of(Kind::StripeCustomer);
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), STRIPE_CUSTOMER)))
+            .expression_attribute_values(":kind", s(spec.kind))
+            .expression_attribute_values(":ret", s(spec.retention.as_str()))
+    }
+
+    /// Stores the user's customer id unless one is stored; returns the stored one.
+    pub async fn keep_customer(&self, user_id: &str, customer_id: &str) -> anyhow::Result<String> {
+        let result = self
+            .customer_update(user_id)
+            .update_expression("SET kind = :kind, retention = :ret, customer_id = :c")
+            .condition_expression("attribute_not_exists(customer_id)")
+            .expression_attribute_values(":c", s(customer_id))
+            .send()
+            .await;
+        if super::applied(result, "storing the Stripe customer")? {
+            return Ok(customer_id.to_string());
+        }
+        self.customer(user_id)
+            .await?
+            .customer_id
+            .context("a stored customer vanished")
+    }
+
+    /// Sets (or, with `None`, removes) the monthly spend cap.
+    pub async fn set_spend_cap(&self, user_id: &str, cap: Option<u64>) -> anyhow::Result<()> {
+        let req = self.customer_update(user_id);
+        let req = match cap {
+            Some(c) => req
+                .update_expression("SET kind = :kind, retention = :ret, spend_cap = :cap")
+                .expression_attribute_values(":cap", n(c)),
+            None => req.update_expression("SET kind = :kind, retention = :ret REMOVE spend_cap"),
+        };
+        req.send().await.context("storing the spend cap")?;
+        Ok(())
     }
 
     /// The payments of a user, found through the references in the user's partition.

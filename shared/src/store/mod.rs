@@ -28,7 +28,7 @@ mod txn;
 
 pub use accounts::{OnboardOutcome, Profile, ProfileUpdate, Suspension};
 pub use admin::{AuditRecord, ChildReport, Hold, HoldSet, ReportStatus, Review, SYSTEM_ACTOR};
-pub use billing::{Applied, Grant, Payment, StateOutcome, SubscriptionState};
+pub use billing::{Applied, CustomerRecord, Grant, Payment, StateOutcome, SubscriptionState};
 pub use deletion::{AccountErasure, DeletionRecord, ItemRef, RECHECK_AFTER_MINUTES};
 pub use erasure::{subject_hash, Erased, Tombstone};
 pub use jobs::{ClaimOutcome, CreateJob, CreateOutcome, FailGuard, IdempotencyRecord};

@@ -1,0 +1,346 @@
+//! A local stand-in for Stripe's API, speaking its wire format: form-encoded requests, whole
+//! JSON objects built from Stripe's own examples (`infra/stripe/fixtures3.json`). It serves
+//! customers, Checkout Sessions, portal sessions and invoices, honours `Idempotency-Key`, and
+//! has a hosted "pay" page: paying completes the session and sends the webhooks Stripe would,
+//! signed as Stripe signs them, to the dev host. `infra/dev` and the tests start it when no
+//! Stripe key is configured, so a purchase works end to end with no account anywhere.
+//!
+//! Not covered: prices and products as resources, payment failures, refunds and disputes
+//! initiated here (the tests send those events directly), and real card forms.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use shared::domain::billing::Catalog;
+
+#[derive(Default)]
+struct Data {
+    sessions: HashMap<String, Value>,
+    invoices: HashMap<String, Vec<Value>>,
+    idempotent: HashMap<String, Value>,
+    sent: Vec<Value>,
+}
+
+pub struct StandIn {
+    base: String,
+    webhook_url: String,
+    webhook_secret: String,
+    catalog: Catalog,
+    fixtures: Value,
+    data: Mutex<Data>,
+    http: reqwest::Client,
+}
+
+/// A running stand-in.
+#[derive(Clone)]
+pub struct Handle {
+    pub base_url: String,
+    inner: Arc<StandIn>,
+}
+
+impl Handle {
+    /// Every event sent so far.
+    pub fn sent(&self) -> Vec<Value> {
+        self.inner.data.lock().unwrap().sent.clone()
+    }
+}
+
+fn fixtures() -> Value {
+    let text = include_str!("../stripe/fixtures3.json");
+    serde_json::from_str::<Value>(text).expect("Stripe's fixtures are JSON")["resources"].clone()
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+fn merge(base: &mut Value, changes: Value) {
+    match (base, changes) {
+        (Value::Object(b), Value::Object(c)) => {
+            for (k, v) in c {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, c) => *b = c,
+    }
+}
+
+fn form(body: &[u8]) -> HashMap<String, String> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+pub async fn start(
+    webhook_url: String,
+    webhook_secret: String,
+    catalog: Catalog,
+) -> anyhow::Result<Handle> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let inner = Arc::new(StandIn {
+        base: base.clone(),
+        webhook_url,
+        webhook_secret,
+        catalog,
+        fixtures: fixtures(),
+        data: Mutex::new(Data::default()),
+        http: reqwest::Client::new(),
+    });
+    let router = Router::new()
+        .route("/v1/customers", post(create_customer))
+        .route("/v1/checkout/sessions", post(create_session))
+        .route("/v1/billing_portal/sessions", post(create_portal))
+        .route("/v1/invoices", get(list_invoices))
+        .route("/pay/{id}", get(pay_page).post(pay))
+        .with_state(inner.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "Stripe stand-in stopped");
+        }
+    });
+    Ok(Handle {
+        base_url: base,
+        inner,
+    })
+}
+
+impl StandIn {
+    fn object(&self, resource: &str, changes: Value) -> Value {
+        let mut o = self.fixtures[resource].clone();
+        merge(&mut o, changes);
+        o
+    }
+
+    /// Answers a create request once per `Idempotency-Key`.
+    fn once(&self, headers: &HeaderMap, make: impl FnOnce() -> Value) -> Value {
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let data = self.data.lock().unwrap();
+        if let Some(k) = &key {
+            if let Some(v) = data.idempotent.get(k) {
+                return v.clone();
+            }
+        }
+        drop(data);
+        let value = make();
+        if let Some(k) = key {
+            self.data
+                .lock()
+                .unwrap()
+                .idempotent
+                .insert(k, value.clone());
+        }
+        value
+    }
+
+    async fn send(&self, kind: &str, object: Value) {
+        let event = self.object(
+            "event",
+            json!({"id": new_id("evt"), "type": kind, "created": chrono::Utc::now().timestamp(),
+                   "data": {"object": object}, "livemode": false}),
+        );
+        let body = event.to_string();
+        let t = chrono::Utc::now().timestamp();
+        let sig = shared::domain::billing::sign(&self.webhook_secret, t, body.as_bytes());
+        self.data.lock().unwrap().sent.push(event);
+        let result = self
+            .http
+            .post(&self.webhook_url)
+            .header("stripe-signature", format!("t={t},v1={sig}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, kind, "webhook not delivered");
+        }
+    }
+}
+
+async fn create_customer(
+    State(s): State<Arc<StandIn>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Json<Value> {
+    let f = form(&body);
+    Json(s.once(&headers, || {
+        s.object(
+            "customer",
+            json!({"id": new_id("cus"), "email": f.get("email"),
+                   "metadata": {"user_id": f.get("metadata[user_id]")}}),
+        )
+    }))
+}
+
+async fn create_session(
+    State(s): State<Arc<StandIn>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let f = form(&body);
+    let price = f.get("line_items[0][price]").cloned().unwrap_or_default();
+    let Some(item) = s
+        .catalog
+        .packs
+        .iter()
+        .chain(&s.catalog.plans)
+        .find(|i| i.price_id == price)
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"type": "invalid_request_error", "message": format!("No such price: '{price}'"), "param": "line_items[0][price]", "code": "resource_missing"}})),
+        )
+            .into_response();
+    };
+    let session = s.once(&headers, || {
+        let id = new_id("cs_test");
+        let session = s.object(
+            "checkout.session",
+            json!({"id": id, "mode": f.get("mode"), "customer": f.get("customer"),
+                   "client_reference_id": f.get("client_reference_id"),
+                   "metadata": {"user_id": f.get("metadata[user_id]"), "item": f.get("metadata[item]")},
+                   "success_url": f.get("success_url"), "cancel_url": f.get("cancel_url"),
+                   "amount_total": item.amount, "amount_subtotal": item.amount, "currency": item.currency,
+                   "payment_status": "unpaid", "status": "open", "payment_intent": null,
+                   "subscription": null, "invoice": null,
+                   "url": format!("{}/pay/{id}", s.base)}),
+        );
+        s.data.lock().unwrap().sessions.insert(id, session.clone());
+        session
+    });
+    Json(session).into_response()
+}
+
+async fn create_portal(State(s): State<Arc<StandIn>>, body: Bytes) -> Json<Value> {
+    let f = form(&body);
+    let customer = f.get("customer").cloned().unwrap_or_default();
+    Json(s.object(
+        "billing_portal.session",
+        json!({"id": new_id("bps"), "customer": customer, "return_url": f.get("return_url"),
+               "url": format!("{}/portal/{customer}", s.base)}),
+    ))
+}
+
+async fn list_invoices(
+    State(s): State<Arc<StandIn>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let customer = q.get("customer").cloned().unwrap_or_default();
+    let data = s
+        .data
+        .lock()
+        .unwrap()
+        .invoices
+        .get(&customer)
+        .cloned()
+        .unwrap_or_default();
+    Json(json!({"object": "list", "data": data, "has_more": false, "url": "/v1/invoices"}))
+}
+
+async fn pay_page(State(s): State<Arc<StandIn>>, Path(id): Path<String>) -> Response {
+    let Some(session) = s.data.lock().unwrap().sessions.get(&id).cloned() else {
+        return (StatusCode::NOT_FOUND, "no such session").into_response();
+    };
+    Html(format!(
+        "<!doctype html><title>Pay</title><h1>Local Stripe stand-in</h1>\
+         <p>{} {} ({})</p><form method=post><button>Pay</button></form>",
+        session["amount_total"],
+        session["currency"],
+        session["metadata"]["item"].as_str().unwrap_or("")
+    ))
+    .into_response()
+}
+
+/// Pays the session and sends the webhooks Stripe would.
+async fn pay(State(s): State<Arc<StandIn>>, Path(id): Path<String>) -> Response {
+    let Some(mut session) = s.data.lock().unwrap().sessions.get(&id).cloned() else {
+        return (StatusCode::NOT_FOUND, "no such session").into_response();
+    };
+    if session["status"] == "complete" {
+        return Html("<p>Already paid.</p>").into_response();
+    }
+    let user = session["metadata"]["user_id"].clone();
+    let item_id = session["metadata"]["item"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let customer = session["customer"].as_str().unwrap_or_default().to_string();
+    let pi = new_id("pi");
+    merge(
+        &mut session,
+        json!({"status": "complete", "payment_status": "paid"}),
+    );
+    if session["mode"] == "subscription" {
+        let plan = s.catalog.plans.iter().find(|p| p.id == item_id).cloned();
+        let Some(plan) = plan else {
+            return (StatusCode::BAD_REQUEST, "no such plan").into_response();
+        };
+        let sub_id = new_id("sub");
+        let invoice_id = new_id("in");
+        merge(
+            &mut session,
+            json!({"subscription": sub_id, "invoice": invoice_id}),
+        );
+        let now = chrono::Utc::now().timestamp();
+        let mut subscription = s.object(
+            "subscription",
+            json!({"id": sub_id, "status": "active", "customer": customer,
+                   "metadata": {"user_id": user, "item": item_id}}),
+        );
+        subscription["items"]["data"][0]["price"]["id"] = json!(plan.price_id);
+        subscription["items"]["data"][0]["current_period_end"] = json!(now + 30 * 86_400);
+        let mut invoice = s.object(
+            "invoice",
+            json!({"id": invoice_id, "customer": customer, "billing_reason": "subscription_create",
+                   "status": "paid", "amount_paid": plan.amount, "amount_due": plan.amount,
+                   "currency": plan.currency, "number": format!("LOCAL-{}", &invoice_id[3..11]),
+                   "hosted_invoice_url": format!("{}/invoices/{invoice_id}", s.base),
+                   "created": now,
+                   "parent": {"type": "subscription_details",
+                              "subscription_details": {"metadata": {"user_id": user}, "subscription": sub_id}}}),
+        );
+        invoice["lines"]["data"][0]["pricing"] = json!({"type": "price_details",
+            "price_details": {"price": plan.price_id, "product": "prod_local"}, "unit_amount_decimal": null});
+        s.data
+            .lock()
+            .unwrap()
+            .invoices
+            .entry(customer.clone())
+            .or_default()
+            .push(invoice.clone());
+        s.data
+            .lock()
+            .unwrap()
+            .sessions
+            .insert(id.clone(), session.clone());
+        s.send("checkout.session.completed", session).await;
+        s.send("customer.subscription.created", subscription).await;
+        s.send("invoice.paid", invoice).await;
+        s.send(
+            "invoice_payment.paid",
+            s.object(
+                "invoice_payment",
+                json!({"invoice": invoice_id, "amount_paid": plan.amount,
+                "payment": {"type": "payment_intent", "payment_intent": pi}}),
+            ),
+        )
+        .await;
+    } else {
+        merge(&mut session, json!({"payment_intent": pi}));
+        s.data
+            .lock()
+            .unwrap()
+            .sessions
+            .insert(id.clone(), session.clone());
+        s.send("checkout.session.completed", session).await;
+    }
+    Html("<p>Paid. You can close this page.</p>").into_response()
+}
