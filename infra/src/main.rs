@@ -45,7 +45,15 @@ imagegen dev host on {base}  (provider: {provider}; sweep every {sweep_secs}s)
   curl -s -X POST {base}/v1/generations -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
        -H "Idempotency-Key: $(date +%s)" -d '{{"prompt":"a lighthouse at dusk","size":"1024x1024","quality":"low","n":1}}'
   curl -s {base}/v1/generations -H "authorization: Bearer $TOKEN"
+  curl -s -X POST {base}/v1/billing/checkout -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+       -d '{{"item":"pack_small"}}'      # open the url, press Pay ({stripe})
+  curl -s {base}/v1/billing -H "authorization: Bearer $TOKEN"
 "#,
+        stripe = stack
+            .stripe
+            .as_ref()
+            .map(|s| format!("local Stripe stand-in on {}", s.base_url))
+            .unwrap_or_else(|| "Stripe".into()),
         provider = stack.app.provider.name(),
         table = stack.resources.table_name,
         bucket = stack.resources.bucket_name,
