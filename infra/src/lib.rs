@@ -84,9 +84,23 @@ pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
         .await
         .with_context(|| format!("binding {}", opts.addr))?;
     let addr = listener.local_addr()?;
+    // Real Stripe test-mode keys for local work (`STRIPE_SECRET_KEY`, and the secret that
+    // `stripe listen` prints as `STRIPE_WEBHOOK_SECRET`) go where the functions read them: SSM.
+    if let Some(secret) = setting("STRIPE_WEBHOOK_SECRET") {
+        resources::store_secret(&sdk, &resources.stripe_webhook_secret_param, &secret).await?;
+    }
+    if let Some(key) = setting("STRIPE_SECRET_KEY") {
+        resources::store_secret(&sdk, &resources.stripe_secret_key_param, &key).await?;
+        provisioned.insert(
+            "STRIPE_SECRET_KEY_PARAM",
+            resources.stripe_secret_key_param.clone(),
+        );
+    }
     // Without a Stripe key of its own, the stack talks to the local stand-in, which sends its
     // webhooks to this dev host, signed with the provisioned secret.
-    let stripe = if setting("STRIPE_SECRET_KEY_PARAM").is_none() {
+    let stripe = if setting("STRIPE_SECRET_KEY_PARAM").is_none()
+        && setting("STRIPE_SECRET_KEY").is_none()
+    {
         let secret = resources::read_secret(&sdk, &resources.stripe_webhook_secret_param).await?;
         let catalog = shared::domain::billing::Catalog::parse(
             setting("BILLING_CATALOG")

@@ -375,6 +375,20 @@ pub async fn provision(
     })
 }
 
+/// Stores a secret where the functions read it.
+pub async fn store_secret(sdk: &SdkConfig, name: &str, value: &str) -> anyhow::Result<()> {
+    aws_sdk_ssm::Client::new(sdk)
+        .put_parameter()
+        .name(name)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .value(value)
+        .overwrite(true)
+        .send()
+        .await
+        .with_context(|| format!("storing {name}"))?;
+    Ok(())
+}
+
 /// A secret the provisioning stored (the stand-in signs its webhooks with it).
 pub async fn read_secret(sdk: &SdkConfig, name: &str) -> anyhow::Result<String> {
     let list = shared::secrets::read_list(sdk, name).await?;

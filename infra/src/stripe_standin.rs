@@ -24,8 +24,10 @@ use shared::domain::billing::Catalog;
 struct Data {
     sessions: HashMap<String, Value>,
     invoices: HashMap<String, Vec<Value>>,
-    idempotent: HashMap<String, Value>,
+    /// Idempotency key → (the request's parameters, the first answer).
+    idempotent: HashMap<String, (String, Value)>,
     sent: Vec<Value>,
+    deleted_customers: Vec<String>,
 }
 
 pub struct StandIn {
@@ -49,6 +51,11 @@ impl Handle {
     /// Every event sent so far.
     pub fn sent(&self) -> Vec<Value> {
         self.inner.data.lock().unwrap().sent.clone()
+    }
+
+    /// Customers deleted so far.
+    pub fn deleted_customers(&self) -> Vec<String> {
+        self.inner.data.lock().unwrap().deleted_customers.clone()
     }
 }
 
@@ -94,6 +101,15 @@ pub async fn start(
     });
     let router = Router::new()
         .route("/v1/customers", post(create_customer))
+        .route("/v1/customers/{id}", axum::routing::delete(delete_customer))
+        .route(
+            "/portal/{id}",
+            get(|| async { Html("<p>Local customer portal: card, cancel, invoices.</p>") }),
+        )
+        .route(
+            "/invoices/{id}",
+            get(|Path(id): Path<String>| async move { Html(format!("<p>Invoice {id}</p>")) }),
+        )
         .route("/v1/checkout/sessions", post(create_session))
         .route("/v1/billing_portal/sessions", post(create_portal))
         .route("/v1/invoices", get(list_invoices))
@@ -117,28 +133,40 @@ impl StandIn {
         o
     }
 
-    /// Answers a create request once per `Idempotency-Key`.
-    fn once(&self, headers: &HeaderMap, make: impl FnOnce() -> Value) -> Value {
+    /// Answers a create request once per `Idempotency-Key`, as Stripe does: the same key with
+    /// the same parameters gets the first answer, with other parameters an `idempotency_error`.
+    /// `make` builds the object and records it in `Data` (under the same lock, so concurrent
+    /// retries get one answer).
+    fn once(
+        &self,
+        headers: &HeaderMap,
+        params: &[u8],
+        make: impl FnOnce(&mut Data) -> Value,
+    ) -> Response {
         let key = headers
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let data = self.data.lock().unwrap();
+        let params = String::from_utf8_lossy(params).to_string();
+        let mut data = self.data.lock().unwrap();
         if let Some(k) = &key {
-            if let Some(v) = data.idempotent.get(k) {
-                return v.clone();
+            if let Some((first, v)) = data.idempotent.get(k) {
+                if *first != params {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        Json(json!({"error": {"type": "idempotency_error",
+                            "message": format!("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{k}' if you meant to execute a different request.")}})),
+                    )
+                        .into_response();
+                }
+                return Json(v.clone()).into_response();
             }
         }
-        drop(data);
-        let value = make();
+        let value = make(&mut data);
         if let Some(k) = key {
-            self.data
-                .lock()
-                .unwrap()
-                .idempotent
-                .insert(k, value.clone());
+            data.idempotent.insert(k, (params, value.clone()));
         }
-        value
+        Json(value).into_response()
     }
 
     async fn send(&self, kind: &str, object: Value) {
@@ -169,15 +197,20 @@ async fn create_customer(
     State(s): State<Arc<StandIn>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Json<Value> {
+) -> Response {
     let f = form(&body);
-    Json(s.once(&headers, || {
+    s.once(&headers, &body, |_| {
         s.object(
             "customer",
             json!({"id": new_id("cus"), "email": f.get("email"),
                    "metadata": {"user_id": f.get("metadata[user_id]")}}),
         )
-    }))
+    })
+}
+
+async fn delete_customer(State(s): State<Arc<StandIn>>, Path(id): Path<String>) -> Json<Value> {
+    s.data.lock().unwrap().deleted_customers.push(id.clone());
+    Json(s.object("deleted_customer", json!({"id": id, "deleted": true})))
 }
 
 async fn create_session(
@@ -200,7 +233,7 @@ async fn create_session(
         )
             .into_response();
     };
-    let session = s.once(&headers, || {
+    s.once(&headers, &body, |data| {
         let id = new_id("cs_test");
         let session = s.object(
             "checkout.session",
@@ -213,10 +246,9 @@ async fn create_session(
                    "subscription": null, "invoice": null,
                    "url": format!("{}/pay/{id}", s.base)}),
         );
-        s.data.lock().unwrap().sessions.insert(id, session.clone());
+        data.sessions.insert(id, session.clone());
         session
-    });
-    Json(session).into_response()
+    })
 }
 
 async fn create_portal(State(s): State<Arc<StandIn>>, body: Bytes) -> Json<Value> {
@@ -301,6 +333,7 @@ async fn pay(State(s): State<Arc<StandIn>>, Path(id): Path<String>) -> Response 
             "invoice",
             json!({"id": invoice_id, "customer": customer, "billing_reason": "subscription_create",
                    "status": "paid", "amount_paid": plan.amount, "amount_due": plan.amount,
+                   "total": plan.amount, "subtotal": plan.amount,
                    "currency": plan.currency, "number": format!("LOCAL-{}", &invoice_id[3..11]),
                    "hosted_invoice_url": format!("{}/invoices/{invoice_id}", s.base),
                    "created": now,

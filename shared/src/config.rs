@@ -94,6 +94,8 @@ pub struct Config {
     pub checkout_success_url: String,
     pub checkout_cancel_url: String,
     pub portal_return_url: String,
+    /// Below this balance, `credits.low` goes on the bus (once per crossing).
+    pub low_balance_threshold: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -212,6 +214,7 @@ impl Config {
                 .unwrap_or_else(|| "https://imagegen.invalid/billing/success".into()),
             checkout_cancel_url: get("CHECKOUT_CANCEL_URL")
                 .unwrap_or_else(|| "https://imagegen.invalid/billing/cancel".into()),
+            low_balance_threshold: number("LOW_BALANCE_THRESHOLD", 5)?,
             portal_return_url: get("PORTAL_RETURN_URL")
                 .unwrap_or_else(|| "https://imagegen.invalid/billing".into()),
         })

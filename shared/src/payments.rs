@@ -18,6 +18,43 @@ use stripe_shared::CheckoutSessionMode;
 
 use crate::domain::billing::CatalogItem;
 
+/// How a call to Stripe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentsError {
+    /// The same idempotency key was used with other parameters.
+    #[error("idempotency key reused with other parameters")]
+    IdempotencyConflict,
+    /// Stripe refused the request (a 4xx): our request or our configuration is wrong.
+    #[error("Stripe refused the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// Stripe did not answer usefully (network, timeout, 5xx): worth a retry.
+    #[error("Stripe unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<stripe::StripeError> for PaymentsError {
+    fn from(e: stripe::StripeError) -> Self {
+        match e {
+            stripe::StripeError::Stripe(api, status) if (400..500).contains(&status) => {
+                if matches!(
+                    api.type_,
+                    stripe_shared::api_errors::ApiErrorsType::IdempotencyError
+                ) {
+                    Self::IdempotencyConflict
+                } else {
+                    Self::Rejected {
+                        status,
+                        message: api.message.clone().unwrap_or_default(),
+                    }
+                }
+            }
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, PaymentsError>;
+
 /// What a checkout is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purchase {
@@ -39,8 +76,15 @@ pub struct InvoiceView {
 
 #[async_trait::async_trait]
 pub trait Payments: Send + Sync {
-    /// Creates the user's Stripe customer (idempotently: the same user, the same customer).
-    async fn create_customer(&self, user_id: &str, email: Option<&str>) -> anyhow::Result<String>;
+    /// Creates the user's Stripe customer, idempotently under `account_key` (one per account).
+    async fn create_customer(
+        &self,
+        user_id: &str,
+        email: Option<&str>,
+        account_key: &str,
+    ) -> Result<String>;
+    /// Deletes a customer (cancelling its subscriptions); one already gone is deleted.
+    async fn delete_customer(&self, customer: &str) -> Result<()>;
     /// A Checkout Session's URL for `item`; the user id travels in `client_reference_id` and
     /// the metadata of the session, its payment intent and its subscription.
     #[allow(clippy::too_many_arguments)]
@@ -53,9 +97,9 @@ pub trait Payments: Send + Sync {
         success_url: &str,
         cancel_url: &str,
         idempotency_key: Option<&str>,
-    ) -> anyhow::Result<String>;
-    async fn portal_url(&self, customer: &str, return_url: &str) -> anyhow::Result<String>;
-    async fn invoices(&self, customer: &str) -> anyhow::Result<Vec<InvoiceView>>;
+    ) -> Result<String>;
+    async fn portal_url(&self, customer: &str, return_url: &str) -> Result<String>;
+    async fn invoices(&self, customer: &str) -> Result<Vec<InvoiceView>>;
 }
 
 pub struct Stripe {
@@ -68,7 +112,8 @@ impl Stripe {
         // Two TLS crypto providers are linked (the AWS SDK's and ring): the Stripe client uses
         // the process default, so one is chosen here (an earlier choice stands).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = ClientBuilder::new(secret_key);
+        // A slow Stripe must not hold a request to the function's timeout.
+        let mut builder = ClientBuilder::new(secret_key).timeout(std::time::Duration::from_secs(8));
         if let Some(base) = api_base {
             builder = builder.url(base);
         }
@@ -78,15 +123,28 @@ impl Stripe {
     }
 }
 
-fn idempotent(key: &str) -> anyhow::Result<RequestStrategy> {
-    Ok(RequestStrategy::Idempotent(
-        stripe::IdempotencyKey::new(key).map_err(|e| anyhow::anyhow!("idempotency key: {e:?}"))?,
-    ))
+/// A Stripe idempotency key of fixed length: a hash of what makes the request unique, so any
+/// client key (already checked to be 1 to 255 visible characters) fits.
+fn idempotent(parts: &[&str]) -> Result<RequestStrategy> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    stripe::IdempotencyKey::new(hex::encode(h.finalize()))
+        .map(RequestStrategy::Idempotent)
+        .map_err(|e| PaymentsError::Unavailable(format!("idempotency key: {e:?}")))
 }
 
 #[async_trait::async_trait]
 impl Payments for Stripe {
-    async fn create_customer(&self, user_id: &str, email: Option<&str>) -> anyhow::Result<String> {
+    async fn create_customer(
+        &self,
+        user_id: &str,
+        email: Option<&str>,
+        account_key: &str,
+    ) -> Result<String> {
         let mut req = CreateCustomer::new().metadata(HashMap::from([(
             "user_id".to_string(),
             user_id.to_string(),
@@ -96,11 +154,21 @@ impl Payments for Stripe {
         }
         let customer = req
             .customize()
-            .request_strategy(idempotent(&format!("customer-{user_id}"))?)
+            .request_strategy(idempotent(&["customer", user_id, account_key])?)
+            .send(&self.client)
+            .await?;
+        Ok(customer.id.to_string())
+    }
+
+    async fn delete_customer(&self, customer: &str) -> Result<()> {
+        match stripe_core::customer::DeleteCustomer::new(customer)
             .send(&self.client)
             .await
-            .context("creating the Stripe customer")?;
-        Ok(customer.id.to_string())
+            .map_err(PaymentsError::from)
+        {
+            Ok(_) | Err(PaymentsError::Rejected { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn checkout_url(
@@ -112,7 +180,7 @@ impl Payments for Stripe {
         success_url: &str,
         cancel_url: &str,
         idempotency_key: Option<&str>,
-    ) -> anyhow::Result<String> {
+    ) -> Result<String> {
         let metadata = HashMap::from([
             ("user_id".to_string(), user_id.to_string()),
             ("item".to_string(), item.id.clone()),
@@ -131,8 +199,14 @@ impl Payments for Stripe {
             Purchase::Pack => {
                 let mut data = CreateCheckoutSessionPaymentIntentData::new();
                 data.metadata = Some(metadata);
+                // Packs get an invoice too, so they are listed with the plans' invoices.
                 req.mode(CheckoutSessionMode::Payment)
                     .payment_intent_data(data)
+                    .invoice_creation(
+                        stripe_checkout::checkout_session::CreateCheckoutSessionInvoiceCreation::new(
+                            true,
+                        ),
+                    )
             }
             Purchase::Plan => {
                 let mut data = CreateCheckoutSessionSubscriptionData::new();
@@ -143,38 +217,36 @@ impl Payments for Stripe {
         };
         let mut request = req.customize();
         if let Some(key) = idempotency_key {
-            request = request.request_strategy(idempotent(&format!("checkout-{user_id}-{key}"))?);
+            request = request.request_strategy(idempotent(&["checkout", user_id, key])?);
         }
-        let session = request
-            .send(&self.client)
-            .await
-            .context("creating the Checkout Session")?;
-        session.url.context("the Checkout Session has no URL")
+        let session = request.send(&self.client).await?;
+        session
+            .url
+            .ok_or_else(|| PaymentsError::Unavailable("the Checkout Session has no URL".into()))
     }
 
-    async fn portal_url(&self, customer: &str, return_url: &str) -> anyhow::Result<String> {
+    async fn portal_url(&self, customer: &str, return_url: &str) -> Result<String> {
         let session = CreateBillingPortalSession::new()
             .customer(customer)
             .return_url(return_url)
             .send(&self.client)
-            .await
-            .context("creating the portal session")?;
+            .await?;
         Ok(session.url)
     }
 
-    async fn invoices(&self, customer: &str) -> anyhow::Result<Vec<InvoiceView>> {
+    async fn invoices(&self, customer: &str) -> Result<Vec<InvoiceView>> {
         let list = ListInvoice::new()
             .customer(customer)
             .limit(100)
             .send(&self.client)
-            .await
-            .context("listing invoices")?;
+            .await?;
         Ok(list
             .data
             .into_iter()
             .map(|i| InvoiceView {
                 number: i.number,
-                amount: i.amount_paid,
+                // The invoice's total (an open one has paid nothing yet).
+                amount: i.total,
                 currency: i.currency.to_string(),
                 status: i.status.map(|s| s.to_string()),
                 hosted_url: i.hosted_invoice_url,

@@ -1042,3 +1042,139 @@ async fn suspended_accounts_cannot_buy_and_unconfigured_billing_is_503() {
         202
     );
 }
+
+/// U2: `credits.low` goes on the bus once per crossing of the low-balance threshold (5).
+#[tokio::test]
+async fn u2_credits_low_is_announced_once_per_crossing() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    let lows = |events: Vec<Value>| {
+        events
+            .into_iter()
+            .filter(|e| {
+                e["detail-type"] == "credits.low" && e["detail"]["user_id"] == user.sub.as_str()
+            })
+            .count()
+    };
+    let _ = app.events().await;
+    let big = json!({"prompt": "big", "size": "1024x1024", "quality": "high", "n": 2});
+    app.create(&user, big.clone()).await; // 10 -> 2: crosses
+    app.create(&user, gen_body("small")).await; // 2 -> 1: still low
+    assert_eq!(lows(app.events().await), 1);
+    ok(
+        &app,
+        &stripe_event(
+            &unique("evt_"),
+            "checkout.session.completed",
+            1,
+            paid_session(&user, &unique("cs_"), &unique("pi_"), "paid"),
+        ),
+    )
+    .await; // 51
+    for _ in 0..6 {
+        app.create(&user, big.clone()).await; // 51 -> 3: crosses again
+    }
+    assert_eq!(app.balance(&user).await, 3);
+    assert_eq!(lows(app.events().await), 1);
+}
+
+/// U2: the request's Idempotency-Key reaches Stripe: reused with another item it is 422, not a
+/// 5xx; a malformed one is 400; the portal is only for users who bought something.
+#[tokio::test]
+async fn u2_checkout_idempotency_keys_and_portal_answer_4xx_for_client_mistakes() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    assert_eq!(
+        problem_code(
+            post_json(&app, &user, "/v1/billing/portal", json!({}), None).await,
+            404
+        )
+        .await,
+        "not_found"
+    );
+    let first = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": PACK}),
+        Some("k-1"),
+    )
+    .await;
+    assert_eq!(first.status(), 201);
+    let other = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": "pack_large"}),
+        Some("k-1"),
+    )
+    .await;
+    assert_eq!(problem_code(other, 422).await, "idempotency_key_reused");
+    let long = "k".repeat(255);
+    let ok_long = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": PACK}),
+        Some(&long),
+    )
+    .await;
+    assert_eq!(
+        ok_long.status(),
+        201,
+        "any key of up to 255 characters reaches Stripe"
+    );
+    let too_long = "k".repeat(256);
+    let resp = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": PACK}),
+        Some(&too_long),
+    )
+    .await;
+    assert_eq!(problem_code(resp, 400).await, "invalid_idempotency_key");
+    for body in [json!([1]), json!({"item": PACK, "extra": 1}), json!({})] {
+        let resp = post_json(&app, &user, "/v1/billing/checkout", body, None).await;
+        assert_eq!(problem_code(resp, 400).await, "invalid_body");
+    }
+}
+
+/// R4: deleting an account deletes its Stripe customer (its subscriptions go with it), so no
+/// renewal charges an account that no longer exists.
+#[tokio::test]
+async fn r4_account_deletion_deletes_the_stripe_customer() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    let resp = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": "plan_monthly"}),
+        None,
+    )
+    .await;
+    pay(
+        &app,
+        resp.json::<Value>().await.unwrap()["url"].as_str().unwrap(),
+    )
+    .await;
+    let customer = app
+        .app()
+        .store
+        .customer(&user.sub)
+        .await
+        .unwrap()
+        .customer_id
+        .unwrap();
+    assert_eq!(app.delete_account(&user).await.status(), 202);
+    let report = app.sweep_at(Utc::now()).await;
+    assert_eq!(report.errors, 0);
+    assert_eq!(
+        app.stack.stripe.as_ref().unwrap().deleted_customers(),
+        vec![customer]
+    );
+    for item in app.scan_table().await {
+        assert!(!format!("{item:?}").contains(&user.sub), "{item:?}");
+    }
+}

@@ -141,6 +141,9 @@ async fn health_and_r1_published_policy() {
         policy["retention"]["deletion_promise"],
         "gone from live stores within 24 h, from backups within 7 days"
     );
+    // The catalog is published beside the per-image prices.
+    assert_eq!(policy["catalog"]["packs"][0]["id"], "pack_small");
+    assert_eq!(policy["catalog"]["plans"][0]["credits"], 200);
     // The data map is published: every kind, what it holds, how long it is kept.
     let map = policy["data_map"].as_array().unwrap();
     assert_eq!(map.len(), shared::datamap::DATA_MAP.len());

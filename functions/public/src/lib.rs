@@ -28,6 +28,8 @@ async fn route(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
                         app.config.backup_recovery_days,
                     ),
                     "prices": prices,
+                    // What can be bought: packs and plans, with their credits and prices.
+                    "catalog": &app.config.catalog,
                     // Every kind of data held about a person: what, how long, how deleted.
                     "data_map": shared::datamap::DATA_MAP,
                 }),

@@ -226,6 +226,7 @@ async fn grant(
                 json!({"user_id": grant.user_id, "amount": grant.credits, "cause": grant.cause.key()}),
             )
             .await;
+            crate::services::billing_account::watch_low_balance(app, grant.user_id).await;
             "applied"
         }
         Applied::Duplicate => "duplicate",
@@ -564,6 +565,9 @@ async fn reversal(
             .await;
         }
         settle(app, &next, now).await?;
+        if book {
+            crate::services::billing_account::watch_low_balance(app, &current.user_id).await;
+        }
         return Ok(Handled {
             event: id.into(),
             outcome: "applied",

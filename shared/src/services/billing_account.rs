@@ -8,6 +8,7 @@ use crate::domain::credits::LedgerEntry;
 use crate::domain::cursor;
 use crate::error::ApiError;
 use crate::http::Caller;
+use crate::payments::PaymentsError;
 use crate::services::accounts::require_onboarded;
 use crate::services::generations::{parse_limit, Page};
 
@@ -126,22 +127,49 @@ fn payments(app: &App) -> Result<&dyn crate::payments::Payments, ApiError> {
     app.payments.as_deref().ok_or_else(billing_not_configured)
 }
 
-/// The user's Stripe customer, created once (idempotently at Stripe, conditionally here).
-async fn customer_of(app: &App, caller: &Caller) -> Result<String, ApiError> {
+/// The user's Stripe customer, created once per account (idempotently at Stripe, keyed by the
+/// account's creation, so an identity that signs up again gets a new one; conditionally here).
+async fn customer_of(
+    app: &App,
+    caller: &Caller,
+    profile: &crate::store::Profile,
+) -> Result<String, ApiError> {
     let user = caller.user_id.as_str();
     if let Some(id) = app.store.customer(user).await?.customer_id {
         return Ok(id);
     }
     let created = payments(app)?
-        .create_customer(user, caller.email.as_deref())
+        .create_customer(user, caller.email.as_deref(), &profile.created_at)
         .await
-        .map_err(stripe_unavailable)?;
-    Ok(app.store.keep_customer(user, &created).await?)
+        .map_err(payments_error)?;
+    app.store
+        .keep_customer(user, &created)
+        .await?
+        .ok_or_else(|| ApiError::forbidden("account_deleted", "this account is being deleted"))
 }
 
-fn stripe_unavailable(e: anyhow::Error) -> ApiError {
-    tracing::error!(error = ?e, "Stripe call failed");
-    ApiError::Unavailable("the payment provider did not answer; retry shortly".into())
+/// A failed Stripe call as an answer: a reused key is the client's (422); Stripe refusing our
+/// request is ours (502, logged); Stripe not answering is worth a retry (503).
+fn payments_error(e: PaymentsError) -> ApiError {
+    match e {
+        PaymentsError::IdempotencyConflict => ApiError::client(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+        ),
+        PaymentsError::Rejected { .. } => {
+            tracing::error!(error = %e, "Stripe refused a request");
+            ApiError::client(
+                502,
+                "payment_provider_error",
+                "the payment provider refused the request",
+            )
+        }
+        PaymentsError::Unavailable(_) => {
+            tracing::warn!(error = %e, "Stripe unavailable");
+            ApiError::Unavailable("the payment provider did not answer; retry shortly".into())
+        }
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -173,6 +201,7 @@ pub async fn checkout(
         ));
     }
     payments(app)?;
+    let idempotency_key = crate::services::generations::parse_idempotency_key(idempotency_key)?;
     let catalog = &app.config.catalog;
     let (item, purchase) = match (
         catalog.pack(&body.item),
@@ -190,7 +219,10 @@ pub async fn checkout(
     let user = caller.user_id.as_str();
     if purchase == crate::payments::Purchase::Plan {
         if let Some(sub) = app.store.subscription(user).await? {
-            if matches!(sub.status.as_str(), "active" | "trialing" | "past_due") {
+            if matches!(
+                sub.status.as_str(),
+                "active" | "trialing" | "past_due" | "incomplete"
+            ) {
                 return Err(ApiError::client(
                     409,
                     "already_subscribed",
@@ -209,7 +241,7 @@ pub async fn checkout(
             ));
         }
     }
-    let customer = customer_of(app, caller).await?;
+    let customer = customer_of(app, caller, &profile).await?;
     let url = payments(app)?
         .checkout_url(
             &customer,
@@ -218,22 +250,28 @@ pub async fn checkout(
             purchase,
             &app.config.checkout_success_url,
             &app.config.checkout_cancel_url,
-            idempotency_key,
+            idempotency_key.as_deref(),
         )
         .await
-        .map_err(stripe_unavailable)?;
+        .map_err(payments_error)?;
     Ok(UrlView { url })
 }
 
-/// `POST /v1/billing/portal`: the customer portal (card, cancel, invoices).
+/// `POST /v1/billing/portal`: the customer portal (card, cancel, invoices), for users who have
+/// bought something (a portal never creates a Stripe customer).
 pub async fn portal(app: &App, caller: &Caller) -> Result<UrlView, ApiError> {
     require_onboarded(app, caller).await?;
     payments(app)?;
-    let customer = customer_of(app, caller).await?;
+    let customer = app
+        .store
+        .customer(caller.user_id.as_str())
+        .await?
+        .customer_id
+        .ok_or_else(|| ApiError::not_found("billing account (buy something first)"))?;
     let url = payments(app)?
         .portal_url(&customer, &app.config.portal_return_url)
         .await
-        .map_err(stripe_unavailable)?;
+        .map_err(payments_error)?;
     Ok(UrlView { url })
 }
 
@@ -250,10 +288,7 @@ pub async fn invoices(
         .await?
         .customer_id
     {
-        Some(customer) => stripe
-            .invoices(&customer)
-            .await
-            .map_err(stripe_unavailable)?,
+        Some(customer) => stripe.invoices(&customer).await.map_err(payments_error)?,
         None => vec![],
     };
     Ok(Page {
@@ -294,4 +329,27 @@ pub async fn set_spend_cap(
         .set_spend_cap(caller.user_id.as_str(), cap)
         .await?;
     overview(app, caller).await
+}
+
+/// Announces `credits.low` once each time the balance falls below the threshold (the mark is
+/// cleared when it climbs back, so the next crossing is announced again).
+pub async fn watch_low_balance(app: &App, user_id: &str) {
+    let result = async {
+        let balance = app.store.balance(user_id).await?.unwrap_or(0);
+        let low = balance < app.config.low_balance_threshold as i64;
+        if app.store.mark_low_balance(user_id, low).await? && low {
+            crate::services::worker::publish(
+                app,
+                "credits.low",
+                serde_json::json!({"user_id": user_id, "balance": balance,
+                                   "threshold": app.config.low_balance_threshold}),
+            )
+            .await;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = ?e, "low-balance check not done");
+    }
 }

@@ -129,6 +129,19 @@ async fn work(
         app.store.delete_named_item(item).await?;
     }
     if let Some(account) = &record.account {
+        // At Stripe first: the customer goes (its subscriptions are cancelled with it), so no
+        // renewal charges an account that no longer exists, and Stripe keeps no email of it.
+        if let Some(customer) = app.store.customer(&record.user_id).await?.customer_id {
+            match &app.payments {
+                Some(stripe) => stripe
+                    .delete_customer(&customer)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e).context("deleting the Stripe customer"))?,
+                None => tracing::warn!(
+                    "the account has a Stripe customer but no Stripe key is configured here"
+                ),
+            }
+        }
         let keep_until = legal_keep_until(app, now);
         let mut erased = app
             .store

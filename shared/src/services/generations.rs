@@ -104,7 +104,8 @@ pub async fn view(app: &App, job: &Job) -> Result<GenerationView, ApiError> {
     })
 }
 
-fn parse_idempotency_key(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+/// An `Idempotency-Key`: 1 to 255 visible ASCII characters, or 400.
+pub fn parse_idempotency_key(raw: Option<&str>) -> Result<Option<String>, ApiError> {
     match raw {
         None => Ok(None),
         Some(k)
@@ -245,6 +246,7 @@ pub async fn create(
         // The job stays queued and charged; the sweep refunds it at its queue deadline.
         tracing::error!(error = ?e, job_id = %job_id, "enqueue failed; the sweep will refund the job");
     }
+    crate::services::billing_account::watch_low_balance(app, user_id).await;
     tracing::info!(job_id = %job_id, cost, "generation accepted");
     Ok((202, response))
 }

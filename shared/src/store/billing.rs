@@ -325,48 +325,67 @@ impl Store {
             .unwrap_or_default())
     }
 
-    fn customer_update(
+    /// The customer item's update, with the account check, in one transaction; `None` if the
+    /// account is gone (nothing is written after its erasure), `Some(false)` if the update's
+    /// condition did not hold.
+    async fn update_customer(&self, user_id: &str, update: Update) -> anyhow::Result<Option<bool>> {
+        let items = vec![
+            self.account_active(user_id)?,
+            TransactWriteItem::builder().update(update).build(),
+        ];
+        let outcome = transact(&self.client, "stripe customer", items).await?;
+        Ok(match outcome {
+            TxnOutcome::Committed => Some(true),
+            _ if outcome.failed_at(0) => None,
+            TxnOutcome::ConditionFailed(_) => Some(false),
+        })
+    }
+
+    fn customer_key_update(
         &self,
         user_id: &str,
-    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    ) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
         let spec = crate::datamap::spec_of(Kind::StripeCustomer);
-        self.client
-            .update_item()
+        Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), STRIPE_CUSTOMER)))
             .expression_attribute_values(":kind", s(spec.kind))
             .expression_attribute_values(":ret", s(spec.retention.as_str()))
     }
 
-    /// Stores the user's customer id unless one is stored; returns the stored one.
-    pub async fn keep_customer(&self, user_id: &str, customer_id: &str) -> anyhow::Result<String> {
-        let result = self
-            .customer_update(user_id)
+    /// Stores the user's customer id unless one is stored; returns the stored one (`None`: the
+    /// account is gone).
+    pub async fn keep_customer(
+        &self,
+        user_id: &str,
+        customer_id: &str,
+    ) -> anyhow::Result<Option<String>> {
+        let update = self
+            .customer_key_update(user_id)
             .update_expression("SET kind = :kind, retention = :ret, customer_id = :c")
             .condition_expression("attribute_not_exists(customer_id)")
             .expression_attribute_values(":c", s(customer_id))
-            .send()
-            .await;
-        if super::applied(result, "storing the Stripe customer")? {
-            return Ok(customer_id.to_string());
+            .build()?;
+        match self.update_customer(user_id, update).await? {
+            None => Ok(None),
+            Some(true) => Ok(Some(customer_id.to_string())),
+            Some(false) => Ok(self.customer(user_id).await?.customer_id),
         }
-        self.customer(user_id)
-            .await?
-            .customer_id
-            .context("a stored customer vanished")
     }
 
-    /// Sets (or, with `None`, removes) the monthly spend cap.
-    pub async fn set_spend_cap(&self, user_id: &str, cap: Option<u64>) -> anyhow::Result<()> {
-        let req = self.customer_update(user_id);
-        let req = match cap {
-            Some(c) => req
+    /// Sets (or, with `None`, removes) the monthly spend cap; `false` if the account is gone.
+    pub async fn set_spend_cap(&self, user_id: &str, cap: Option<u64>) -> anyhow::Result<bool> {
+        let update = self.customer_key_update(user_id);
+        let update = match cap {
+            Some(c) => update
                 .update_expression("SET kind = :kind, retention = :ret, spend_cap = :cap")
                 .expression_attribute_values(":cap", n(c)),
-            None => req.update_expression("SET kind = :kind, retention = :ret REMOVE spend_cap"),
+            None => update.update_expression("SET kind = :kind, retention = :ret REMOVE spend_cap"),
         };
-        req.send().await.context("storing the spend cap")?;
-        Ok(())
+        Ok(self
+            .update_customer(user_id, update.build()?)
+            .await?
+            .is_some())
     }
 
     /// The payments of a user, found through the references in the user's partition.

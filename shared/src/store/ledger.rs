@@ -86,6 +86,45 @@ impl Store {
             .build())
     }
 
+    /// Marks the balance as low (`true`) or not; returns whether the mark changed, so a
+    /// crossing is announced once.
+    pub async fn mark_low_balance(&self, user_id: &str, low: bool) -> anyhow::Result<bool> {
+        let req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::credits_key(user_id)))
+            .condition_expression("attribute_exists(pk) AND low_balance <> :low")
+            .expression_attribute_values(":low", aws_sdk_dynamodb::types::AttributeValue::Bool(low))
+            .update_expression("SET low_balance = :low");
+        let result = req.send().await;
+        // An item that never had the mark counts as "not low".
+        if !low {
+            return super::applied(result, "marking the balance");
+        }
+        match super::applied(result, "marking the balance")? {
+            true => Ok(true),
+            false => {
+                let first = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::credits_key(user_id)))
+                    .condition_expression(
+                        "attribute_exists(pk) AND attribute_not_exists(low_balance)",
+                    )
+                    .expression_attribute_values(
+                        ":low",
+                        aws_sdk_dynamodb::types::AttributeValue::Bool(true),
+                    )
+                    .update_expression("SET low_balance = :low")
+                    .send()
+                    .await;
+                super::applied(first, "marking the balance")
+            }
+        }
+    }
+
     /// The current balance (negative after a clawback of spent credits); `None` before
     /// onboarding.
     pub async fn balance(&self, user_id: &str) -> anyhow::Result<Option<i64>> {
