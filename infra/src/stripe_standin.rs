@@ -147,7 +147,13 @@ impl StandIn {
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let params = String::from_utf8_lossy(params).to_string();
+        // Stripe compares the parameters, not their order on the wire.
+        let params = {
+            let mut pairs: Vec<(String, String)> =
+                form_urlencoded::parse(params).into_owned().collect();
+            pairs.sort();
+            format!("{pairs:?}")
+        };
         let mut data = self.data.lock().unwrap();
         if let Some(k) = &key {
             if let Some((first, v)) = data.idempotent.get(k) {
@@ -169,28 +175,71 @@ impl StandIn {
         Json(value).into_response()
     }
 
-    async fn send(&self, kind: &str, object: Value) {
-        let event = self.object(
+    fn event(&self, kind: &str, object: Value) -> Value {
+        self.object(
             "event",
             json!({"id": new_id("evt"), "type": kind, "created": chrono::Utc::now().timestamp(),
                    "data": {"object": object}, "livemode": false}),
-        );
+        )
+    }
+
+    /// Delivers an event as Stripe does: signed at delivery time, retried on a non-2xx answer
+    /// (here a few times, quickly; Stripe retries for three days).
+    async fn deliver(&self, event: &Value) {
+        self.data.lock().unwrap().sent.push(event.clone());
         let body = event.to_string();
-        let t = chrono::Utc::now().timestamp();
-        let sig = shared::domain::billing::sign(&self.webhook_secret, t, body.as_bytes());
-        self.data.lock().unwrap().sent.push(event);
-        let result = self
-            .http
-            .post(&self.webhook_url)
-            .header("stripe-signature", format!("t={t},v1={sig}"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+        for attempt in 0..8u32 {
+            let t = chrono::Utc::now().timestamp();
+            let sig = shared::domain::billing::sign(&self.webhook_secret, t, body.as_bytes());
+            let result = self
+                .http
+                .post(&self.webhook_url)
+                .header("stripe-signature", format!("t={t},v1={sig}"))
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            match result {
+                Ok(r) if r.status().is_success() => return,
+                Ok(r) => {
+                    tracing::info!(status = %r.status(), attempt, "webhook answered non-2xx; retrying")
+                }
+                Err(e) => tracing::warn!(error = %e, attempt, "webhook not delivered; retrying"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(
+                100 * u64::from(attempt + 1),
+            ))
             .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, kind, "webhook not delivered");
         }
     }
+
+    /// Sends a payment's events, as asked: in order, or reversed, duplicated, delayed.
+    async fn send_all(&self, events: Vec<Value>, how: &Delivery) {
+        let mut events = events;
+        if how.reverse {
+            events.reverse();
+        }
+        if how.duplicate {
+            events = events.iter().flat_map(|e| [e.clone(), e.clone()]).collect();
+        }
+        for e in &events {
+            if how.delay_ms > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(how.delay_ms)).await;
+            }
+            self.deliver(e).await;
+        }
+    }
+}
+
+/// How the pay page's webhooks are delivered (`POST /pay/{id}?duplicate=true&reverse=true&delay_ms=50`).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Delivery {
+    #[serde(default)]
+    pub duplicate: bool,
+    #[serde(default)]
+    pub reverse: bool,
+    #[serde(default)]
+    pub delay_ms: u64,
 }
 
 async fn create_customer(
@@ -292,7 +341,11 @@ async fn pay_page(State(s): State<Arc<StandIn>>, Path(id): Path<String>) -> Resp
 }
 
 /// Pays the session and sends the webhooks Stripe would.
-async fn pay(State(s): State<Arc<StandIn>>, Path(id): Path<String>) -> Response {
+async fn pay(
+    State(s): State<Arc<StandIn>>,
+    Path(id): Path<String>,
+    Query(how): Query<Delivery>,
+) -> Response {
     let Some(mut session) = s.data.lock().unwrap().sessions.get(&id).cloned() else {
         return (StatusCode::NOT_FOUND, "no such session").into_response();
     };
@@ -354,18 +407,20 @@ async fn pay(State(s): State<Arc<StandIn>>, Path(id): Path<String>) -> Response 
             .unwrap()
             .sessions
             .insert(id.clone(), session.clone());
-        s.send("checkout.session.completed", session).await;
-        s.send("customer.subscription.created", subscription).await;
-        s.send("invoice.paid", invoice).await;
-        s.send(
-            "invoice_payment.paid",
-            s.object(
-                "invoice_payment",
-                json!({"invoice": invoice_id, "amount_paid": plan.amount,
-                "payment": {"type": "payment_intent", "payment_intent": pi}}),
+        let events = vec![
+            s.event("checkout.session.completed", session),
+            s.event("customer.subscription.created", subscription),
+            s.event("invoice.paid", invoice),
+            s.event(
+                "invoice_payment.paid",
+                s.object(
+                    "invoice_payment",
+                    json!({"invoice": invoice_id, "amount_paid": plan.amount,
+                    "payment": {"type": "payment_intent", "payment_intent": pi}}),
+                ),
             ),
-        )
-        .await;
+        ];
+        s.send_all(events, &how).await;
     } else {
         merge(&mut session, json!({"payment_intent": pi}));
         s.data
@@ -373,7 +428,8 @@ async fn pay(State(s): State<Arc<StandIn>>, Path(id): Path<String>) -> Response 
             .unwrap()
             .sessions
             .insert(id.clone(), session.clone());
-        s.send("checkout.session.completed", session).await;
+        let completed = s.event("checkout.session.completed", session);
+        s.send_all(vec![completed], &how).await;
     }
     Html("<p>Paid. You can close this page.</p>").into_response()
 }

@@ -1178,3 +1178,42 @@ async fn r4_account_deletion_deletes_the_stripe_customer() {
         assert!(!format!("{item:?}").contains(&user.sub), "{item:?}");
     }
 }
+
+/// U2: the stand-in delivers a plan's four events reversed and each twice (the payment link,
+/// arriving before its invoice, is answered 503 so that Stripe retries it later): one grant and
+/// the plan active.
+#[tokio::test]
+async fn u2_a_plan_paid_with_reversed_duplicated_deliveries_grants_once() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    let resp = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": "plan_monthly"}),
+        None,
+    )
+    .await;
+    let url = resp.json::<Value>().await.unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let paid = app
+        .http
+        .post(format!("{url}?reverse=true&duplicate=true&delay_ms=5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 200);
+    assert_eq!(app.assert_ledger_consistent(&user).await, 210);
+    let billing: Value = app.get("/v1/billing", &user).await.json().await.unwrap();
+    assert_eq!(billing["subscription_status"], "active");
+    let grants = app.app().store.ledger_entries(&user.sub).await.unwrap();
+    assert_eq!(
+        grants
+            .iter()
+            .filter(|e| e.cause.starts_with("grant:invoice:"))
+            .count(),
+        1
+    );
+}
