@@ -100,6 +100,7 @@ pub enum Kind {
     Subscription,
     StripeCustomer,
     MonthlySpend,
+    PendingCheckout,
     WebhookEvent,
     GeneratedImage,
 }
@@ -231,6 +232,10 @@ pub const DATA_MAP: &[KindSpec] = &[
     spec(Kind::MonthlySpend, "monthly_spend", Table, "USER#<sub> | SPEND#<yyyy-mm>",
         "how much the user paid in a month, for the spend cap", "C2", R::Fixed,
         "2 months", T::Stamped, "the sweep, or account deletion", true),
+    spec(Kind::PendingCheckout, "pending_checkout", Table, "USER#<sub> | PENDING#<session>",
+        "an open Checkout Session's amount and whether it is a plan, so open sessions count against the spend cap",
+        "C2", R::Fixed, "until paid or expired (at most 24 hours)", T::Stamped,
+        "the paid or expired webhook, the sweep, or account deletion", false),
     spec(Kind::WebhookEvent, "webhook_event", Table, "EVENT#<stripe event id> | EVENT",
         "that a Stripe event was applied (its id and type), so a redelivery changes nothing",
         "C2", R::Fixed, "30 days (Stripe retries for 3)", T::Stamped,
@@ -289,6 +294,7 @@ mod tests {
             Kind::Subscription,
             Kind::StripeCustomer,
             Kind::MonthlySpend,
+            Kind::PendingCheckout,
             Kind::WebhookEvent,
             Kind::GeneratedImage,
         ];

@@ -62,6 +62,13 @@ pub enum Purchase {
     Plan,
 }
 
+/// A created Checkout Session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutSession {
+    pub id: String,
+    pub url: String,
+}
+
 /// An invoice as the user sees it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct InvoiceView {
@@ -97,7 +104,7 @@ pub trait Payments: Send + Sync {
         success_url: &str,
         cancel_url: &str,
         idempotency_key: Option<&str>,
-    ) -> Result<String>;
+    ) -> Result<CheckoutSession>;
     async fn portal_url(&self, customer: &str, return_url: &str) -> Result<String>;
     async fn invoices(&self, customer: &str) -> Result<Vec<InvoiceView>>;
 }
@@ -180,7 +187,7 @@ impl Payments for Stripe {
         success_url: &str,
         cancel_url: &str,
         idempotency_key: Option<&str>,
-    ) -> Result<String> {
+    ) -> Result<CheckoutSession> {
         let metadata = HashMap::from([
             ("user_id".to_string(), user_id.to_string()),
             ("item".to_string(), item.id.clone()),
@@ -220,9 +227,13 @@ impl Payments for Stripe {
             request = request.request_strategy(idempotent(&["checkout", user_id, key])?);
         }
         let session = request.send(&self.client).await?;
-        session
+        let url = session
             .url
-            .ok_or_else(|| PaymentsError::Unavailable("the Checkout Session has no URL".into()))
+            .ok_or_else(|| PaymentsError::Unavailable("the Checkout Session has no URL".into()))?;
+        Ok(CheckoutSession {
+            id: session.id.to_string(),
+            url,
+        })
     }
 
     async fn portal_url(&self, customer: &str, return_url: &str) -> Result<String> {

@@ -1217,3 +1217,110 @@ async fn u2_a_plan_paid_with_reversed_duplicated_deliveries_grants_once() {
         1
     );
 }
+
+/// U2: open Checkout Sessions count against the spend cap and against a second plan, until
+/// they are paid or expire.
+#[tokio::test]
+async fn u2_open_checkouts_count_against_the_spend_cap_until_paid_or_expired() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    let cap = app
+        .http
+        .put(format!("{}/v1/billing/spend-cap", app.base))
+        .bearer_auth(&user.token)
+        .json(&json!({"monthly_cap": 1000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cap.status(), 200);
+    let first = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": PACK}),
+        None,
+    )
+    .await;
+    assert_eq!(first.status(), 201);
+    let second = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": PACK}),
+        None,
+    )
+    .await;
+    assert_eq!(second.status(), 201, "500 + 500 fit a cap of 1000");
+    let third = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": PACK}),
+        None,
+    )
+    .await;
+    assert_eq!(problem_code(third, 409).await, "spend_cap_reached");
+    // One session expires: its amount no longer counts.
+    let url = second.json::<Value>().await.unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let session_id = url.rsplit('/').next().unwrap().to_string();
+    let expired = stripe_object(
+        "checkout.session",
+        json!({"id": session_id, "mode": "payment",
+        "status": "expired", "client_reference_id": user.sub, "metadata": {"user_id": user.sub, "item": PACK}}),
+    );
+    ok(
+        &app,
+        &stripe_event(&unique("evt_"), "checkout.session.expired", 5, expired),
+    )
+    .await;
+    let again = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": PACK}),
+        None,
+    )
+    .await;
+    assert_eq!(again.status(), 201);
+    // An open plan checkout blocks a second one.
+    let uncapped = app
+        .http
+        .put(format!("{}/v1/billing/spend-cap", app.base))
+        .bearer_auth(&user.token)
+        .json(&json!({"monthly_cap": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uncapped.status(), 200);
+    let plan = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": "plan_monthly"}),
+        None,
+    )
+    .await;
+    assert_eq!(plan.status(), 201);
+    let plan2 = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": "plan_monthly"}),
+        None,
+    )
+    .await;
+    assert_eq!(problem_code(plan2, 409).await, "already_subscribed");
+    // Paying the first pack turns its open amount into spent money.
+    pay(
+        &app,
+        first.json::<Value>().await.unwrap()["url"]
+            .as_str()
+            .unwrap(),
+    )
+    .await;
+    let billing: Value = app.get("/v1/billing", &user).await.json().await.unwrap();
+    assert_eq!(billing["spent_this_month"], 500);
+}

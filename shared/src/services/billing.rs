@@ -111,7 +111,19 @@ pub async fn apply(app: &App, event: &Value, now: DateTime<Utc>) -> Result<Handl
         .unwrap_or(0);
     let handled = match kind {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
-            checkout(app, id, kind, object, now).await?
+            let handled = checkout(app, id, kind, object, now).await?;
+            if handled.outcome != "ignored" {
+                forget_pending(app, object).await?;
+            }
+            handled
+        }
+        "checkout.session.expired" => {
+            forget_pending(app, object).await?;
+            Handled {
+                event: id.into(),
+                outcome: "applied",
+                detail: Some("open checkout removed".into()),
+            }
         }
         "invoice.paid" => invoice_paid(app, id, kind, object, now).await?,
         "invoice_payment.paid" => invoice_payment_paid(app, id, kind, object, created, now).await?,
@@ -199,6 +211,14 @@ pub async fn apply(app: &App, event: &Value, now: DateTime<Utc>) -> Result<Handl
     };
     tracing::info!(outcome = handled.outcome, "stripe event handled");
     Ok(handled)
+}
+
+/// A paid or expired session no longer counts against the spend cap.
+async fn forget_pending(app: &App, session: &Value) -> anyhow::Result<()> {
+    if let (Some(user), Some(id)) = (user_of(session), str_at(session, "/id")) {
+        app.store.remove_pending_checkout(user, id).await?;
+    }
+    Ok(())
 }
 
 fn user_of(object: &Value) -> Option<&str> {

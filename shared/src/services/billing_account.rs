@@ -217,7 +217,15 @@ pub async fn checkout(
         }
     };
     let user = caller.user_id.as_str();
+    let pending = app.store.pending_checkouts(user, now).await?;
     if purchase == crate::payments::Purchase::Plan {
+        if pending.iter().any(|(_, plan)| *plan) {
+            return Err(ApiError::client(
+                409,
+                "already_subscribed",
+                "a checkout for a plan is already open; pay or let it expire",
+            ));
+        }
         if let Some(sub) = app.store.subscription(user).await? {
             if matches!(
                 sub.status.as_str(),
@@ -232,7 +240,9 @@ pub async fn checkout(
         }
     }
     if let Some(cap) = app.store.customer(user).await?.spend_cap {
-        let spent = app.store.spent_this_month(user, now).await?;
+        // Open sessions count too: several of them cannot pass the cap together.
+        let spent = app.store.spent_this_month(user, now).await?
+            + pending.iter().map(|(a, _)| a).sum::<u64>();
         if spent + item.amount > cap {
             return Err(ApiError::client(
                 409,
@@ -242,7 +252,7 @@ pub async fn checkout(
         }
     }
     let customer = customer_of(app, caller, &profile).await?;
-    let url = payments(app)?
+    let session = payments(app)?
         .checkout_url(
             &customer,
             user,
@@ -254,7 +264,16 @@ pub async fn checkout(
         )
         .await
         .map_err(payments_error)?;
-    Ok(UrlView { url })
+    app.store
+        .add_pending_checkout(
+            user,
+            &session.id,
+            item.amount,
+            purchase == crate::payments::Purchase::Plan,
+            now,
+        )
+        .await?;
+    Ok(UrlView { url: session.url })
 }
 
 /// `POST /v1/billing/portal`: the customer portal (card, cancel, invoices), for users who have

@@ -128,6 +128,7 @@ pub struct CustomerRecord {
 }
 
 const STRIPE_CUSTOMER: &str = "STRIPE_CUSTOMER";
+const PENDING: &str = "PENDING#";
 
 fn spend_sk(now: DateTime<Utc>) -> String {
     format!("SPEND#{}", now.format("%Y-%m"))
@@ -386,6 +387,76 @@ impl Store {
             .update_customer(user_id, update.build()?)
             .await?
             .is_some())
+    }
+
+    /// Records an open Checkout Session (its amount counts against the spend cap until it is
+    /// paid or expires; Stripe's sessions expire after 24 hours).
+    pub async fn add_pending_checkout(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        amount: u64,
+        plan: bool,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let sk = format!("{PENDING}{session_id}");
+        let mut item = new_item(Kind::PendingCheckout, user_pk(user_id), &sk);
+        item.insert("amount".into(), n(amount));
+        item.insert("plan".into(), AttributeValue::Bool(plan));
+        item.insert(keys::EXP_PK.into(), s(keys::exp_pk(session_id)));
+        item.insert(
+            keys::EXP_AT.into(),
+            n((now + Duration::hours(24)).timestamp()),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .context("recording an open checkout")?;
+        Ok(())
+    }
+
+    /// Open Checkout Sessions not yet expired: (amount, is a plan).
+    pub async fn pending_checkouts(
+        &self,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Vec<(u64, bool)>> {
+        Ok(self
+            .query_all(&user_pk(user_id), Some(PENDING), None, "open checkouts")
+            .await?
+            .iter()
+            .filter(|i| {
+                super::item::opt_n::<i64>(i, keys::EXP_AT).is_some_and(|t| t > now.timestamp())
+            })
+            .map(|i| {
+                (
+                    super::item::opt_n(i, "amount").unwrap_or(0),
+                    matches!(i.get("plan"), Some(AttributeValue::Bool(true))),
+                )
+            })
+            .collect())
+    }
+
+    /// A session was paid or expired: it no longer counts.
+    pub async fn remove_pending_checkout(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> anyhow::Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                user_pk(user_id),
+                format!("{PENDING}{session_id}"),
+            )))
+            .send()
+            .await
+            .context("removing an open checkout")?;
+        Ok(())
     }
 
     /// The payments of a user, found through the references in the user's partition.
