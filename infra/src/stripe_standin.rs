@@ -183,33 +183,29 @@ impl StandIn {
         )
     }
 
-    /// Delivers an event as Stripe does: signed at delivery time, retried on a non-2xx answer
-    /// (here a few times, quickly; Stripe retries for three days).
-    async fn deliver(&self, event: &Value) {
-        self.data.lock().unwrap().sent.push(event.clone());
+    /// Delivers an event once, signed at delivery time; `true` on a 2xx answer.
+    async fn deliver(&self, event: &Value) -> bool {
         let body = event.to_string();
-        for attempt in 0..8u32 {
-            let t = chrono::Utc::now().timestamp();
-            let sig = shared::domain::billing::sign(&self.webhook_secret, t, body.as_bytes());
-            let result = self
-                .http
-                .post(&self.webhook_url)
-                .header("stripe-signature", format!("t={t},v1={sig}"))
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .await;
-            match result {
-                Ok(r) if r.status().is_success() => return,
-                Ok(r) => {
-                    tracing::info!(status = %r.status(), attempt, "webhook answered non-2xx; retrying")
-                }
-                Err(e) => tracing::warn!(error = %e, attempt, "webhook not delivered; retrying"),
+        let t = chrono::Utc::now().timestamp();
+        let sig = shared::domain::billing::sign(&self.webhook_secret, t, body.as_bytes());
+        match self
+            .http
+            .post(&self.webhook_url)
+            .header("stripe-signature", format!("t={t},v1={sig}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => true,
+            Ok(r) => {
+                tracing::info!(status = %r.status(), "webhook answered non-2xx; it will be retried");
+                false
             }
-            tokio::time::sleep(std::time::Duration::from_millis(
-                100 * u64::from(attempt + 1),
-            ))
-            .await;
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook not delivered; it will be retried");
+                false
+            }
         }
     }
 
@@ -222,11 +218,29 @@ impl StandIn {
         if how.duplicate {
             events = events.iter().flat_map(|e| [e.clone(), e.clone()]).collect();
         }
-        for e in &events {
-            if how.delay_ms > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(how.delay_ms)).await;
+        self.data
+            .lock()
+            .unwrap()
+            .sent
+            .extend(events.iter().cloned());
+        // As Stripe does, an event answered non-2xx is sent again later, after the others
+        // (here within a few quick passes; Stripe retries for three days).
+        let mut pending = events;
+        for pass in 0..6u64 {
+            let mut failed = Vec::new();
+            for e in pending {
+                if how.delay_ms > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(how.delay_ms)).await;
+                }
+                if !self.deliver(&e).await {
+                    failed.push(e);
+                }
             }
-            self.deliver(e).await;
+            if failed.is_empty() {
+                return;
+            }
+            pending = failed;
+            tokio::time::sleep(std::time::Duration::from_millis(50 * (pass + 1))).await;
         }
     }
 }
@@ -346,12 +360,18 @@ async fn pay(
     Path(id): Path<String>,
     Query(how): Query<Delivery>,
 ) -> Response {
-    let Some(mut session) = s.data.lock().unwrap().sessions.get(&id).cloned() else {
-        return (StatusCode::NOT_FOUND, "no such session").into_response();
+    // Checked and marked under one lock: a double-submitted form pays once.
+    let mut session = {
+        let mut data = s.data.lock().unwrap();
+        let Some(session) = data.sessions.get_mut(&id) else {
+            return (StatusCode::NOT_FOUND, "no such session").into_response();
+        };
+        if session["status"] == "complete" {
+            return Html("<p>Already paid.</p>").into_response();
+        }
+        session["status"] = json!("complete");
+        session.clone()
     };
-    if session["status"] == "complete" {
-        return Html("<p>Already paid.</p>").into_response();
-    }
     let user = session["metadata"]["user_id"].clone();
     let item_id = session["metadata"]["item"]
         .as_str()

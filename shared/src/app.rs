@@ -76,11 +76,19 @@ impl App {
             self.stripe_webhook_secrets = Arc::new(crate::secrets::read_list(sdk, param).await?);
         }
         if let Some(param) = &self.config.stripe_secret_key_param {
-            let key = crate::secrets::read_list(sdk, param).await?;
-            self.payments = Some(Arc::new(crate::payments::Stripe::new(
-                key[0].expose(),
-                self.config.stripe_api_base.as_deref(),
-            )?));
+            // Not fatal: the rest of the product (and the sweep's other work) goes on; what
+            // needs Stripe answers 503 or is retried.
+            match crate::secrets::read_list(sdk, param).await.and_then(|key| {
+                crate::payments::Stripe::new(
+                    key[0].expose(),
+                    self.config.stripe_api_base.as_deref(),
+                )
+            }) {
+                Ok(stripe) => self.payments = Some(Arc::new(stripe)),
+                Err(e) => {
+                    tracing::error!(error = ?e, "Stripe is not configured: its key could not be read")
+                }
+            }
         }
         Ok(self)
     }

@@ -85,6 +85,7 @@ impl ApiError {
             415 => "Unsupported Media Type",
             422 => "Unprocessable Content",
             429 => "Too Many Requests",
+            502 => "Bad Gateway",
             503 => "Service Unavailable",
             _ => "Internal Server Error",
         }

@@ -35,7 +35,10 @@ pub enum PaymentsError {
 impl From<stripe::StripeError> for PaymentsError {
     fn from(e: stripe::StripeError) -> Self {
         match e {
-            stripe::StripeError::Stripe(api, status) if (400..500).contains(&status) => {
+            // 409 (a concurrent request with the same key) and 429 (rate limited) pass.
+            stripe::StripeError::Stripe(api, status)
+                if (400..500).contains(&status) && status != 409 && status != 429 =>
+            {
                 if matches!(
                     api.type_,
                     stripe_shared::api_errors::ApiErrorsType::IdempotencyError
@@ -83,13 +86,8 @@ pub struct InvoiceView {
 
 #[async_trait::async_trait]
 pub trait Payments: Send + Sync {
-    /// Creates the user's Stripe customer, idempotently under `account_key` (one per account).
-    async fn create_customer(
-        &self,
-        user_id: &str,
-        email: Option<&str>,
-        account_key: &str,
-    ) -> Result<String>;
+    /// Creates a Stripe customer for the user (the caller keeps one and deletes any other).
+    async fn create_customer(&self, user_id: &str, email: Option<&str>) -> Result<String>;
     /// Deletes a customer (cancelling its subscriptions); one already gone is deleted.
     async fn delete_customer(&self, customer: &str) -> Result<()>;
     /// A Checkout Session's URL for `item`; the user id travels in `client_reference_id` and
@@ -146,12 +144,7 @@ fn idempotent(parts: &[&str]) -> Result<RequestStrategy> {
 
 #[async_trait::async_trait]
 impl Payments for Stripe {
-    async fn create_customer(
-        &self,
-        user_id: &str,
-        email: Option<&str>,
-        account_key: &str,
-    ) -> Result<String> {
+    async fn create_customer(&self, user_id: &str, email: Option<&str>) -> Result<String> {
         let mut req = CreateCustomer::new().metadata(HashMap::from([(
             "user_id".to_string(),
             user_id.to_string(),
@@ -159,11 +152,9 @@ impl Payments for Stripe {
         if let Some(e) = email {
             req = req.email(e);
         }
-        let customer = req
-            .customize()
-            .request_strategy(idempotent(&["customer", user_id, account_key])?)
-            .send(&self.client)
-            .await?;
+        // No idempotency key: Stripe would replay a failure for 24 hours. Two racing creations
+        // are settled by the conditional write that keeps one; the other is deleted.
+        let customer = req.send(&self.client).await?;
         Ok(customer.id.to_string())
     }
 

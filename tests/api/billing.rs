@@ -1168,20 +1168,24 @@ async fn r4_account_deletion_deletes_the_stripe_customer() {
         .customer_id
         .unwrap();
     assert_eq!(app.delete_account(&user).await.status(), 202);
-    let report = app.sweep_at(Utc::now()).await;
-    assert_eq!(report.errors, 0);
+    // At once, with the deactivation: no renewal can charge the account meanwhile.
     assert_eq!(
         app.stack.stripe.as_ref().unwrap().deleted_customers(),
-        vec![customer]
+        vec![customer.clone()]
     );
+    let report = app.sweep_at(Utc::now()).await;
+    assert_eq!(report.errors, 0);
+    let mut deleted = app.stack.stripe.as_ref().unwrap().deleted_customers();
+    deleted.dedup();
+    assert_eq!(deleted, vec![customer]);
     for item in app.scan_table().await {
         assert!(!format!("{item:?}").contains(&user.sub), "{item:?}");
     }
 }
 
 /// U2: the stand-in delivers a plan's four events reversed and each twice (the payment link,
-/// arriving before its invoice, is answered 503 so that Stripe retries it later): one grant and
-/// the plan active.
+/// arriving before its invoice, is answered 503 and sent again later, as Stripe does): one
+/// grant, the plan active, the charge linked.
 #[tokio::test]
 async fn u2_a_plan_paid_with_reversed_duplicated_deliveries_grants_once() {
     let app = spawn_app().await;
@@ -1216,6 +1220,17 @@ async fn u2_a_plan_paid_with_reversed_duplicated_deliveries_grants_once() {
             .count(),
         1
     );
+    // The payment link, refused while its invoice was unknown, arrived again later: the plan's
+    // charge is recorded under its payment intent.
+    let sent = app.stack.stripe.as_ref().unwrap().sent();
+    let link = sent
+        .iter()
+        .find(|e| e["type"] == "invoice_payment.paid")
+        .unwrap();
+    let pi = link["data"]["object"]["payment"]["payment_intent"]
+        .as_str()
+        .unwrap();
+    assert!(app.app().store.get_payment(pi).await.unwrap().is_some());
 }
 
 /// U2: open Checkout Sessions count against the spend cap and against a second plan, until

@@ -297,6 +297,16 @@ pub async fn start_account_deletion(
         return Ok(false);
     }
     tracing::info!(reason, "account deactivated; deletion pending");
+    // No renewal may charge an account being deleted, even while a hold delays its erasure:
+    // the Stripe customer goes now (its subscriptions with it); the erasure retries.
+    if let (Some(stripe), Some(customer)) = (
+        &app.payments,
+        app.store.customer(user_id).await?.customer_id,
+    ) {
+        if let Err(e) = stripe.delete_customer(&customer).await {
+            tracing::warn!(error = %e, "Stripe customer left for the erasure to delete");
+        }
+    }
     if let Err(e) = cancel_unfinished_jobs(app, user_id, reason, now).await {
         tracing::warn!(error = ?e, "unfinished jobs left for the erasure to cancel");
     }

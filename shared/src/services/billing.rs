@@ -450,6 +450,10 @@ async fn invoice_payment_paid(
     ) else {
         return Ok(ignored(id, "not a payment-intent payment of an invoice"));
     };
+    if app.store.get_payment(pi).await?.is_some() {
+        // Already recorded under its intent (a pack's invoice, or an older API version).
+        return Ok(ignored(id, "the payment is already recorded"));
+    }
     let Some(recorded) = app.store.get_payment(invoice).await? else {
         return not_known_yet(id, "the invoice's grant", created, now);
     };

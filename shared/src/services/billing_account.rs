@@ -127,25 +127,26 @@ fn payments(app: &App) -> Result<&dyn crate::payments::Payments, ApiError> {
     app.payments.as_deref().ok_or_else(billing_not_configured)
 }
 
-/// The user's Stripe customer, created once per account (idempotently at Stripe, keyed by the
-/// account's creation, so an identity that signs up again gets a new one; conditionally here).
-async fn customer_of(
-    app: &App,
-    caller: &Caller,
-    profile: &crate::store::Profile,
-) -> Result<String, ApiError> {
+/// The user's Stripe customer, one per account: created at Stripe, then kept by a conditional
+/// write; a creation that lost a race (or an account deleted meanwhile) has its customer
+/// deleted again, so Stripe holds no stray copy of the user.
+async fn customer_of(app: &App, caller: &Caller) -> Result<String, ApiError> {
     let user = caller.user_id.as_str();
     if let Some(id) = app.store.customer(user).await?.customer_id {
         return Ok(id);
     }
-    let created = payments(app)?
-        .create_customer(user, caller.email.as_deref(), &profile.created_at)
+    let stripe = payments(app)?;
+    let created = stripe
+        .create_customer(user, caller.email.as_deref())
         .await
         .map_err(payments_error)?;
-    app.store
-        .keep_customer(user, &created)
-        .await?
-        .ok_or_else(|| ApiError::forbidden("account_deleted", "this account is being deleted"))
+    let kept = app.store.keep_customer(user, &created).await?;
+    if kept.as_deref() != Some(created.as_str()) {
+        if let Err(e) = stripe.delete_customer(&created).await {
+            tracing::error!(error = %e, "a surplus Stripe customer was not deleted");
+        }
+    }
+    kept.ok_or_else(|| ApiError::forbidden("account_deleted", "this account is being deleted"))
 }
 
 /// A failed Stripe call as an answer: a reused key is the client's (422); Stripe refusing our
@@ -251,7 +252,7 @@ pub async fn checkout(
             ));
         }
     }
-    let customer = customer_of(app, caller, &profile).await?;
+    let customer = customer_of(app, caller).await?;
     let session = payments(app)?
         .checkout_url(
             &customer,

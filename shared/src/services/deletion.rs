@@ -137,8 +137,10 @@ async fn work(
                     .delete_customer(&customer)
                     .await
                     .map_err(|e| anyhow::anyhow!(e).context("deleting the Stripe customer"))?,
-                None => tracing::warn!(
-                    "the account has a Stripe customer but no Stripe key is configured here"
+                // Left for a run that can: erasing the only link would leave a subscription
+                // charging a deleted account.
+                None => anyhow::bail!(
+                    "the account has a Stripe customer but Stripe is not reachable here"
                 ),
             }
         }
