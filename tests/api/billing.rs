@@ -1339,3 +1339,26 @@ async fn u2_open_checkouts_count_against_the_spend_cap_until_paid_or_expired() {
     let billing: Value = app.get("/v1/billing", &user).await.json().await.unwrap();
     assert_eq!(billing["spent_this_month"], 500);
 }
+
+/// U2: a refund that lifts the balance back over the threshold clears the mark, so the next
+/// crossing is announced again.
+#[tokio::test]
+async fn u2_credits_low_is_announced_again_after_a_refund_lifts_the_balance() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    let _ = app.events().await;
+    let lows = |events: Vec<Value>| {
+        events
+            .into_iter()
+            .filter(|e| {
+                e["detail-type"] == "credits.low" && e["detail"]["user_id"] == user.sub.as_str()
+            })
+            .count()
+    };
+    let big = json!({"prompt": "big", "size": "1024x1024", "quality": "high", "n": 2});
+    let id = app.create(&user, big.clone()).await; // 10 -> 2: low
+    assert_eq!(lows(app.events().await), 1);
+    assert_eq!(app.delete_generation(&user, &id).await.status(), 204); // refunded: 10
+    app.create(&user, big).await; // 10 -> 2: low again
+    assert_eq!(lows(app.events().await), 1);
+}

@@ -323,6 +323,9 @@ pub async fn delete(
         .await?
         .ok_or_else(|| ApiError::not_found("generation"))?;
     let refunded = matches!(status, JobStatus::Queued | JobStatus::Running);
+    if refunded {
+        crate::services::billing_account::watch_low_balance(app, user_id).await;
+    }
     // Gone from the API already; its item, objects and idempotency record go now, or (held,
     // or on a failure) are left to the sweep by the committed record.
     deletion::execute_now(app, &record, now).await;

@@ -294,6 +294,8 @@ pub(crate) async fn fail_and_announce(
         .fail_and_refund(job, guard, code, reason, now)
         .await?;
     if refunded {
+        // A refund may lift the balance back over the low-balance threshold.
+        crate::services::billing_account::watch_low_balance(app, &job.user_id).await;
         publish(
             app,
             "generation.failed",
