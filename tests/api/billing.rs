@@ -852,6 +852,16 @@ async fn post_json(
     req.send().await.unwrap()
 }
 
+async fn set_cap(app: &TestApp, user: &User, body: Value) -> reqwest::Response {
+    app.http
+        .put(format!("{}/v1/billing/spend-cap", app.base))
+        .bearer_auth(&user.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Pays a Checkout Session on the stand-in's hosted page, as a person would.
 async fn pay(app: &TestApp, url: &str) {
     let page = app.http.get(url).send().await.unwrap();
@@ -958,14 +968,7 @@ async fn u2_a_person_buys_a_pack_and_a_plan_end_to_end() {
     )
     .await;
     assert_eq!(problem_code(resp, 409).await, "already_subscribed");
-    let cap = app
-        .http
-        .put(format!("{}/v1/billing/spend-cap", app.base))
-        .bearer_auth(&user.token)
-        .json(&json!({"monthly_cap": 2000}))
-        .send()
-        .await
-        .unwrap();
+    let cap = set_cap(&app, &user, json!({"monthly_cap": 2000})).await;
     assert_eq!(cap.status(), 200);
     let resp = post_json(
         &app,
@@ -985,14 +988,7 @@ async fn u2_a_person_buys_a_pack_and_a_plan_end_to_end() {
     )
     .await;
     assert_eq!(problem_code(resp, 400).await, "unknown_item");
-    let bad_cap = app
-        .http
-        .put(format!("{}/v1/billing/spend-cap", app.base))
-        .bearer_auth(&user.token)
-        .json(&json!({"monthly_cap": -5}))
-        .send()
-        .await
-        .unwrap();
+    let bad_cap = set_cap(&app, &user, json!({"monthly_cap": -5})).await;
     assert_eq!(problem_code(bad_cap, 400).await, "invalid_spend_cap");
 }
 
@@ -1239,14 +1235,7 @@ async fn u2_a_plan_paid_with_reversed_duplicated_deliveries_grants_once() {
 async fn u2_open_checkouts_count_against_the_spend_cap_until_paid_or_expired() {
     let app = spawn_app().await;
     let user = app.onboarded_user().await;
-    let cap = app
-        .http
-        .put(format!("{}/v1/billing/spend-cap", app.base))
-        .bearer_auth(&user.token)
-        .json(&json!({"monthly_cap": 1000}))
-        .send()
-        .await
-        .unwrap();
+    let cap = set_cap(&app, &user, json!({"monthly_cap": 1000})).await;
     assert_eq!(cap.status(), 200);
     let first = post_json(
         &app,
@@ -1301,14 +1290,7 @@ async fn u2_open_checkouts_count_against_the_spend_cap_until_paid_or_expired() {
     .await;
     assert_eq!(again.status(), 201);
     // An open plan checkout blocks a second one.
-    let uncapped = app
-        .http
-        .put(format!("{}/v1/billing/spend-cap", app.base))
-        .bearer_auth(&user.token)
-        .json(&json!({"monthly_cap": null}))
-        .send()
-        .await
-        .unwrap();
+    let uncapped = set_cap(&app, &user, json!({"monthly_cap": null})).await;
     assert_eq!(uncapped.status(), 200);
     let plan = post_json(
         &app,

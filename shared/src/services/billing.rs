@@ -316,20 +316,15 @@ async fn checkout(
     let cause = Cause::CheckoutGrant {
         session_id: session_id.into(),
     };
-    let payment = str_at(session, "/payment_intent").map(|pi| Payment {
-        payment_intent: pi.into(),
-        user_id: user.into(),
-        grant: cause.key(),
-        credits: pack.credits,
-        amount: u64_at(session, "/amount_total").unwrap_or(pack.amount),
-        currency: str_at(session, "/currency")
-            .unwrap_or(&pack.currency)
-            .into(),
-        refunded: 0,
-        dispute: "none".into(),
-        reversed: 0,
-        version: 0,
-        refund_ts: 0,
+    let payment = str_at(session, "/payment_intent").map(|pi| {
+        Payment::granted(
+            pi,
+            user,
+            &cause,
+            pack.credits,
+            u64_at(session, "/amount_total").unwrap_or(pack.amount),
+            str_at(session, "/currency").unwrap_or(&pack.currency),
+        )
     });
     grant(
         app,
@@ -385,23 +380,14 @@ async fn invoice_paid(
     };
     // Recorded under the payment intent when the invoice names it (older API versions), or
     // under the invoice until `invoice_payment.paid` names the intent.
-    let payment = Payment {
-        payment_intent: str_at(invoice, "/payment_intent")
-            .unwrap_or(invoice_id)
-            .into(),
-        user_id: user.into(),
-        grant: cause.key(),
-        credits: plan.credits,
-        amount: u64_at(invoice, "/amount_paid").unwrap_or(plan.amount),
-        currency: str_at(invoice, "/currency")
-            .unwrap_or(&plan.currency)
-            .into(),
-        refunded: 0,
-        dispute: "none".into(),
-        reversed: 0,
-        version: 0,
-        refund_ts: 0,
-    };
+    let payment = Payment::granted(
+        str_at(invoice, "/payment_intent").unwrap_or(invoice_id),
+        user,
+        &cause,
+        plan.credits,
+        u64_at(invoice, "/amount_paid").unwrap_or(plan.amount),
+        str_at(invoice, "/currency").unwrap_or(&plan.currency),
+    );
     grant(
         app,
         Grant {

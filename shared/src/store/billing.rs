@@ -77,6 +77,30 @@ fn no_dispute() -> String {
 }
 
 impl Payment {
+    /// The record of a payment that has just granted `credits` under `cause`.
+    pub fn granted(
+        payment_intent: &str,
+        user_id: &str,
+        cause: &Cause,
+        credits: u64,
+        amount: u64,
+        currency: &str,
+    ) -> Self {
+        Self {
+            payment_intent: payment_intent.into(),
+            user_id: user_id.into(),
+            grant: cause.key(),
+            credits,
+            amount,
+            currency: currency.into(),
+            refunded: 0,
+            dispute: no_dispute(),
+            reversed: 0,
+            version: 0,
+            refund_ts: 0,
+        }
+    }
+
     /// What should be taken back now: everything while a dispute is open or lost, otherwise the
     /// refunded share (rounded down). Never more than was granted.
     pub fn reversal_target(&self) -> u64 {
