@@ -28,6 +28,9 @@ struct Data {
     idempotent: HashMap<String, (String, Value)>,
     sent: Vec<Value>,
     deleted_customers: Vec<String>,
+    /// Payment intent → (amount paid, amount refunded so far).
+    charges: HashMap<String, (u64, u64)>,
+    subscriptions: HashMap<String, Value>,
 }
 
 pub struct StandIn {
@@ -114,6 +117,14 @@ pub async fn start(
         .route("/v1/billing_portal/sessions", post(create_portal))
         .route("/v1/invoices", get(list_invoices))
         .route("/pay/{id}", get(pay_page).post(pay))
+        .route("/v1/prices/{id}", get(get_price))
+        .route("/v1/subscriptions/{id}", get(get_subscription))
+        .route("/v1/refunds", post(create_refund))
+        // Stripe has no API that opens a dispute; test mode uses special cards. This helper
+        // plays the card network: `{payment_intent, status}` sends the dispute's event.
+        .route("/test_helpers/disputes", post(dispute))
+        // A new period of a subscription, as Stripe's test clocks advance it: its paid invoice.
+        .route("/test_helpers/subscriptions/{id}/renew", post(renew))
         .with_state(inner.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
@@ -379,6 +390,12 @@ async fn pay(
         .to_string();
     let customer = session["customer"].as_str().unwrap_or_default().to_string();
     let pi = new_id("pi");
+    let amount = session["amount_total"].as_u64().unwrap_or(0);
+    s.data
+        .lock()
+        .unwrap()
+        .charges
+        .insert(pi.clone(), (amount, 0));
     merge(
         &mut session,
         json!({"status": "complete", "payment_status": "paid"}),
@@ -402,6 +419,11 @@ async fn pay(
         );
         subscription["items"]["data"][0]["price"]["id"] = json!(plan.price_id);
         subscription["items"]["data"][0]["current_period_end"] = json!(now + 30 * 86_400);
+        s.data
+            .lock()
+            .unwrap()
+            .subscriptions
+            .insert(sub_id.clone(), subscription.clone());
         let mut invoice = s.object(
             "invoice",
             json!({"id": invoice_id, "customer": customer, "billing_reason": "subscription_create",
@@ -452,4 +474,167 @@ async fn pay(
         s.send_all(vec![completed], &how).await;
     }
     Html("<p>Paid. You can close this page.</p>").into_response()
+}
+
+fn not_found(what: &str, id: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(
+            json!({"error": {"type": "invalid_request_error", "code": "resource_missing",
+            "message": format!("No such {what}: '{id}'")}}),
+        ),
+    )
+        .into_response()
+}
+
+async fn get_price(State(s): State<Arc<StandIn>>, Path(id): Path<String>) -> Response {
+    let Some(item) = s
+        .catalog
+        .packs
+        .iter()
+        .chain(&s.catalog.plans)
+        .find(|i| i.price_id == id)
+    else {
+        return not_found("price", &id);
+    };
+    let recurring = s.catalog.plans.iter().any(|p| p.price_id == id);
+    Json(s.object(
+        "price",
+        json!({"id": id, "unit_amount": item.amount, "currency": item.currency,
+               "type": if recurring { "recurring" } else { "one_time" },
+               "metadata": {"item": item.id, "credits": item.credits.to_string()}}),
+    ))
+    .into_response()
+}
+
+async fn get_subscription(State(s): State<Arc<StandIn>>, Path(id): Path<String>) -> Response {
+    match s.data.lock().unwrap().subscriptions.get(&id) {
+        Some(sub) => Json(sub.clone()).into_response(),
+        None => not_found("subscription", &id),
+    }
+}
+
+/// `POST /v1/refunds` `payment_intent`, `amount` (all that is left when absent): the refund,
+/// and the `charge.refunded` event with the charge's cumulative `amount_refunded`.
+async fn create_refund(State(s): State<Arc<StandIn>>, body: Bytes) -> Response {
+    let f = form(&body);
+    let pi = f.get("payment_intent").cloned().unwrap_or_default();
+    let (amount, refunded) = {
+        let mut data = s.data.lock().unwrap();
+        let Some(charge) = data.charges.get_mut(&pi) else {
+            return not_found("payment_intent", &pi);
+        };
+        let left = charge.0 - charge.1;
+        let asked = f
+            .get("amount")
+            .and_then(|a| a.parse::<u64>().ok())
+            .unwrap_or(left);
+        if asked == 0 || asked > left {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": {"type": "invalid_request_error",
+                    "message": format!("Refund amount ({asked}) is greater than unrefunded amount on charge ({left})")}})),
+            )
+                .into_response();
+        }
+        charge.1 += asked;
+        (asked, charge.1)
+    };
+    let total = s.data.lock().unwrap().charges[&pi].0;
+    let charge = s.object(
+        "charge",
+        json!({"id": new_id("ch"), "payment_intent": pi, "amount": total,
+               "amount_refunded": refunded, "refunded": refunded == total}),
+    );
+    let event = s.event("charge.refunded", charge);
+    s.send_all(vec![event], &Delivery::default()).await;
+    Json(s.object(
+        "refund",
+        json!({"id": new_id("re"), "amount": amount, "payment_intent": pi, "status": "succeeded"}),
+    ))
+    .into_response()
+}
+
+/// The test helper: `payment_intent`, `status` (`needs_response` opens a dispute; `won`,
+/// `lost`, `warning_closed` close it).
+async fn dispute(State(s): State<Arc<StandIn>>, body: Bytes) -> Response {
+    let f = form(&body);
+    let pi = f.get("payment_intent").cloned().unwrap_or_default();
+    let Some((amount, _)) = s.data.lock().unwrap().charges.get(&pi).copied() else {
+        return not_found("payment_intent", &pi);
+    };
+    let status = f
+        .get("status")
+        .cloned()
+        .unwrap_or_else(|| "needs_response".into());
+    let kind = if matches!(
+        status.as_str(),
+        "won" | "lost" | "warning_closed" | "prevented"
+    ) {
+        "charge.dispute.closed"
+    } else {
+        "charge.dispute.created"
+    };
+    let object = s.object(
+        "dispute",
+        json!({"id": new_id("dp"), "payment_intent": pi, "amount": amount, "status": status}),
+    );
+    let event = s.event(kind, object.clone());
+    s.send_all(vec![event], &Delivery::default()).await;
+    Json(object).into_response()
+}
+
+/// Renews a subscription: a `subscription_cycle` invoice, paid, and its events.
+async fn renew(State(s): State<Arc<StandIn>>, Path(id): Path<String>) -> Response {
+    let Some(sub) = s.data.lock().unwrap().subscriptions.get(&id).cloned() else {
+        return not_found("subscription", &id);
+    };
+    let price = sub["items"]["data"][0]["price"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let Some(plan) = s.catalog.plan_by_price(&price).cloned() else {
+        return not_found("price", &price);
+    };
+    let customer = sub["customer"].as_str().unwrap_or_default().to_string();
+    let invoice_id = new_id("in");
+    let pi = new_id("pi");
+    s.data
+        .lock()
+        .unwrap()
+        .charges
+        .insert(pi.clone(), (plan.amount, 0));
+    let mut invoice = s.object(
+        "invoice",
+        json!({"id": invoice_id, "customer": customer, "billing_reason": "subscription_cycle",
+               "status": "paid", "amount_paid": plan.amount, "amount_due": plan.amount,
+               "total": plan.amount, "subtotal": plan.amount, "currency": plan.currency,
+               "number": format!("LOCAL-{}", &invoice_id[3..11]),
+               "hosted_invoice_url": format!("{}/invoices/{invoice_id}", s.base),
+               "created": chrono::Utc::now().timestamp(),
+               "parent": {"type": "subscription_details",
+                          "subscription_details": {"metadata": sub["metadata"].clone(), "subscription": id}}}),
+    );
+    invoice["lines"]["data"][0]["pricing"] = json!({"type": "price_details",
+        "price_details": {"price": plan.price_id, "product": "prod_local"}, "unit_amount_decimal": null});
+    s.data
+        .lock()
+        .unwrap()
+        .invoices
+        .entry(customer)
+        .or_default()
+        .push(invoice.clone());
+    let events = vec![
+        s.event("invoice.paid", invoice.clone()),
+        s.event(
+            "invoice_payment.paid",
+            s.object(
+                "invoice_payment",
+                json!({"invoice": invoice_id, "amount_paid": plan.amount,
+                "payment": {"type": "payment_intent", "payment_intent": pi}}),
+            ),
+        ),
+    ];
+    s.send_all(events, &Delivery::default()).await;
+    Json(invoice).into_response()
 }

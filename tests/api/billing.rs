@@ -1344,3 +1344,127 @@ async fn u2_credits_low_is_announced_again_after_a_refund_lifts_the_balance() {
     app.create(&user, big).await; // 10 -> 2: low again
     assert_eq!(lows(app.events().await), 1);
 }
+
+/// U5, S2: refunds and disputes made on the stand-in (as Stripe and the card network would)
+/// reach the webhook: half refunded, then a dispute opened and won.
+#[tokio::test]
+async fn u5_refunds_and_disputes_through_the_stand_in() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    let resp = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": PACK}),
+        None,
+    )
+    .await;
+    pay(
+        &app,
+        resp.json::<Value>().await.unwrap()["url"].as_str().unwrap(),
+    )
+    .await;
+    let stripe = app.stack.stripe.as_ref().unwrap().base_url.clone();
+    let pi = app
+        .stack
+        .stripe
+        .as_ref()
+        .unwrap()
+        .sent()
+        .iter()
+        .find(|e| e["type"] == "checkout.session.completed")
+        .unwrap()["data"]["object"]["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let form = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let post = |path: &str, body: String| {
+        app.http
+            .post(format!("{stripe}{path}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let refund = post(
+        "/v1/refunds",
+        form(&[("payment_intent", &pi), ("amount", "250")]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(refund.status(), 200);
+    assert_eq!(app.assert_ledger_consistent(&user).await, 35);
+    let too_much = post(
+        "/v1/refunds",
+        form(&[("payment_intent", &pi), ("amount", "999")]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(too_much.status(), 400);
+    post(
+        "/test_helpers/disputes",
+        form(&[("payment_intent", &pi), ("status", "needs_response")]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(app.balance(&user).await, 10);
+    post(
+        "/test_helpers/disputes",
+        form(&[("payment_intent", &pi), ("status", "won")]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(app.assert_ledger_consistent(&user).await, 35);
+    let price: Value = app
+        .http
+        .get(format!("{stripe}/v1/prices/price_local_pack_small"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(price["unit_amount"], 500);
+
+    // A plan, renewed once: two invoices, two grants.
+    let resp = post_json(
+        &app,
+        &user,
+        "/v1/billing/checkout",
+        json!({"item": "plan_monthly"}),
+        None,
+    )
+    .await;
+    pay(
+        &app,
+        resp.json::<Value>().await.unwrap()["url"].as_str().unwrap(),
+    )
+    .await;
+    let sub = app
+        .app()
+        .store
+        .subscription(&user.sub)
+        .await
+        .unwrap()
+        .unwrap();
+    let renewed = post(
+        &format!("/test_helpers/subscriptions/{}/renew", sub.subscription_id),
+        String::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(renewed.status(), 200);
+    assert_eq!(app.assert_ledger_consistent(&user).await, 35 + 200 + 200);
+    let invoices: Value = app
+        .get("/v1/billing/invoices", &user)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(invoices["items"].as_array().unwrap().len(), 2);
+}
