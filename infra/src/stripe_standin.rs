@@ -1,12 +1,13 @@
 //! A local stand-in for Stripe's API, speaking its wire format: form-encoded requests, whole
 //! JSON objects built from Stripe's own examples (`infra/stripe/fixtures3.json`). It serves
-//! customers, Checkout Sessions, portal sessions and invoices, honours `Idempotency-Key`, and
-//! has a hosted "pay" page: paying completes the session and sends the webhooks Stripe would,
-//! signed as Stripe signs them, to the dev host. `infra/dev` and the tests start it when no
-//! Stripe key is configured, so a purchase works end to end with no account anywhere.
+//! customers, prices and subscriptions (read), Checkout Sessions, portal sessions, invoices and
+//! refunds, honours `Idempotency-Key`, and has a hosted "pay" page: paying completes the
+//! session and sends the webhooks Stripe would, signed as Stripe signs them, to the dev host
+//! (duplicated, reversed or delayed on request; refused ones sent again). Test helpers open and
+//! close disputes and renew subscriptions. `infra/dev` and the tests start it when no Stripe
+//! key is configured, so a purchase works end to end with no account anywhere.
 //!
-//! Not covered: prices and products as resources, payment failures, refunds and disputes
-//! initiated here (the tests send those events directly), and real card forms.
+//! Not covered: products, failed payments, plan changes in the portal, real card forms.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

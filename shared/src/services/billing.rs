@@ -117,7 +117,7 @@ pub async fn apply(app: &App, event: &Value, now: DateTime<Utc>) -> Result<Handl
             }
             handled
         }
-        "checkout.session.expired" => {
+        "checkout.session.expired" | "checkout.session.async_payment_failed" => {
             forget_pending(app, object).await?;
             Handled {
                 event: id.into(),
@@ -143,7 +143,8 @@ pub async fn apply(app: &App, event: &Value, now: DateTime<Utc>) -> Result<Handl
                 |p| {
                     // Cumulative, ordered by Stripe's event time: a later event wins, also when a
                     // failed or cancelled refund lowered the amount.
-                    if created >= p.refund_ts {
+                    // Same second: the larger cumulative amount is the later one.
+                    if created > p.refund_ts || (created == p.refund_ts && refunded > p.refunded) {
                         p.refunded = refunded;
                         p.refund_ts = created;
                     }
@@ -370,9 +371,10 @@ async fn invoice_paid(
         tracing::error!("subscription invoice for no plan of the catalog");
         return Ok(ignored(id, "no catalog plan on the invoice"));
     };
-    if u64_at(invoice, "/amount_paid") == Some(0) {
-        // A trial or a full discount: no payment, no credits.
-        return Ok(ignored(id, "nothing was paid"));
+    if u64_at(invoice, "/amount_paid") == Some(0) && u64_at(invoice, "/total") == Some(0) {
+        // A trial or a full discount: nothing owed, no credits. (An invoice paid from the
+        // customer's Stripe balance owes its total and grants.)
+        return Ok(ignored(id, "nothing was owed"));
     }
     let invoice_id = str_at(invoice, "/id").unwrap_or(id);
     let cause = Cause::InvoiceGrant {
