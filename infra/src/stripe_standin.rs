@@ -195,6 +195,55 @@ impl StandIn {
         )
     }
 
+    /// A paid invoice of a plan's period (`subscription_create` or `subscription_cycle`),
+    /// listed under its customer, and its two events (`invoice.paid`, `invoice_payment.paid`).
+    #[allow(clippy::too_many_arguments)]
+    fn paid_plan_invoice(
+        &self,
+        plan: &shared::domain::billing::CatalogItem,
+        customer: &str,
+        subscription_id: &str,
+        metadata: Value,
+        reason: &str,
+        invoice_id: &str,
+        payment_intent: &str,
+    ) -> (Value, Vec<Value>) {
+        let mut invoice = self.object(
+            "invoice",
+            json!({"id": invoice_id, "customer": customer, "billing_reason": reason,
+                   "status": "paid", "amount_paid": plan.amount, "amount_due": plan.amount,
+                   "total": plan.amount, "subtotal": plan.amount, "currency": plan.currency,
+                   "number": format!("LOCAL-{}", &invoice_id[3..11]),
+                   "hosted_invoice_url": format!("{}/invoices/{invoice_id}", self.base),
+                   "created": chrono::Utc::now().timestamp(),
+                   "parent": {"type": "subscription_details",
+                              "subscription_details": {"metadata": metadata, "subscription": subscription_id}}}),
+        );
+        invoice["lines"]["data"][0]["pricing"] = json!({"type": "price_details",
+            "price_details": {"price": plan.price_id, "product": "prod_local"}, "unit_amount_decimal": null});
+        {
+            let mut data = self.data.lock().unwrap();
+            data.invoices
+                .entry(customer.to_string())
+                .or_default()
+                .push(invoice.clone());
+            data.charges
+                .insert(payment_intent.to_string(), (plan.amount, 0));
+        }
+        let events = vec![
+            self.event("invoice.paid", invoice.clone()),
+            self.event(
+                "invoice_payment.paid",
+                self.object(
+                    "invoice_payment",
+                    json!({"invoice": invoice_id, "amount_paid": plan.amount,
+                    "payment": {"type": "payment_intent", "payment_intent": payment_intent}}),
+                ),
+            ),
+        ];
+        (invoice, events)
+    }
+
     /// Delivers an event once, signed at delivery time; `true` on a 2xx answer.
     async fn deliver(&self, event: &Value) -> bool {
         let body = event.to_string();
@@ -295,13 +344,7 @@ async fn create_session(
 ) -> Response {
     let f = form(&body);
     let price = f.get("line_items[0][price]").cloned().unwrap_or_default();
-    let Some(item) = s
-        .catalog
-        .packs
-        .iter()
-        .chain(&s.catalog.plans)
-        .find(|i| i.price_id == price)
-    else {
+    let Some(item) = s.catalog.by_price(&price) else {
         return (
             StatusCode::BAD_REQUEST,
             Json(json!({"error": {"type": "invalid_request_error", "message": format!("No such price: '{price}'"), "param": "line_items[0][price]", "code": "resource_missing"}})),
@@ -402,7 +445,7 @@ async fn pay(
         json!({"status": "complete", "payment_status": "paid"}),
     );
     if session["mode"] == "subscription" {
-        let plan = s.catalog.plans.iter().find(|p| p.id == item_id).cloned();
+        let plan = s.catalog.plan(&item_id).cloned();
         let Some(plan) = plan else {
             return (StatusCode::BAD_REQUEST, "no such plan").into_response();
         };
@@ -425,44 +468,25 @@ async fn pay(
             .unwrap()
             .subscriptions
             .insert(sub_id.clone(), subscription.clone());
-        let mut invoice = s.object(
-            "invoice",
-            json!({"id": invoice_id, "customer": customer, "billing_reason": "subscription_create",
-                   "status": "paid", "amount_paid": plan.amount, "amount_due": plan.amount,
-                   "total": plan.amount, "subtotal": plan.amount,
-                   "currency": plan.currency, "number": format!("LOCAL-{}", &invoice_id[3..11]),
-                   "hosted_invoice_url": format!("{}/invoices/{invoice_id}", s.base),
-                   "created": now,
-                   "parent": {"type": "subscription_details",
-                              "subscription_details": {"metadata": {"user_id": user}, "subscription": sub_id}}}),
+        let (_, invoice_events) = s.paid_plan_invoice(
+            &plan,
+            &customer,
+            &sub_id,
+            json!({"user_id": user}),
+            "subscription_create",
+            &invoice_id,
+            &pi,
         );
-        invoice["lines"]["data"][0]["pricing"] = json!({"type": "price_details",
-            "price_details": {"price": plan.price_id, "product": "prod_local"}, "unit_amount_decimal": null});
-        s.data
-            .lock()
-            .unwrap()
-            .invoices
-            .entry(customer.clone())
-            .or_default()
-            .push(invoice.clone());
         s.data
             .lock()
             .unwrap()
             .sessions
             .insert(id.clone(), session.clone());
-        let events = vec![
+        let mut events = vec![
             s.event("checkout.session.completed", session),
             s.event("customer.subscription.created", subscription),
-            s.event("invoice.paid", invoice),
-            s.event(
-                "invoice_payment.paid",
-                s.object(
-                    "invoice_payment",
-                    json!({"invoice": invoice_id, "amount_paid": plan.amount,
-                    "payment": {"type": "payment_intent", "payment_intent": pi}}),
-                ),
-            ),
         ];
+        events.extend(invoice_events);
         s.send_all(events, &how).await;
     } else {
         merge(&mut session, json!({"payment_intent": pi}));
@@ -489,16 +513,10 @@ fn not_found(what: &str, id: &str) -> Response {
 }
 
 async fn get_price(State(s): State<Arc<StandIn>>, Path(id): Path<String>) -> Response {
-    let Some(item) = s
-        .catalog
-        .packs
-        .iter()
-        .chain(&s.catalog.plans)
-        .find(|i| i.price_id == id)
-    else {
+    let Some(item) = s.catalog.by_price(&id) else {
         return not_found("price", &id);
     };
-    let recurring = s.catalog.plans.iter().any(|p| p.price_id == id);
+    let recurring = s.catalog.plan_by_price(&id).is_some();
     Json(s.object(
         "price",
         json!({"id": id, "unit_amount": item.amount, "currency": item.currency,
@@ -597,45 +615,16 @@ async fn renew(State(s): State<Arc<StandIn>>, Path(id): Path<String>) -> Respons
     let Some(plan) = s.catalog.plan_by_price(&price).cloned() else {
         return not_found("price", &price);
     };
-    let customer = sub["customer"].as_str().unwrap_or_default().to_string();
-    let invoice_id = new_id("in");
-    let pi = new_id("pi");
-    s.data
-        .lock()
-        .unwrap()
-        .charges
-        .insert(pi.clone(), (plan.amount, 0));
-    let mut invoice = s.object(
-        "invoice",
-        json!({"id": invoice_id, "customer": customer, "billing_reason": "subscription_cycle",
-               "status": "paid", "amount_paid": plan.amount, "amount_due": plan.amount,
-               "total": plan.amount, "subtotal": plan.amount, "currency": plan.currency,
-               "number": format!("LOCAL-{}", &invoice_id[3..11]),
-               "hosted_invoice_url": format!("{}/invoices/{invoice_id}", s.base),
-               "created": chrono::Utc::now().timestamp(),
-               "parent": {"type": "subscription_details",
-                          "subscription_details": {"metadata": sub["metadata"].clone(), "subscription": id}}}),
+    let customer = sub["customer"].as_str().unwrap_or_default();
+    let (invoice, events) = s.paid_plan_invoice(
+        &plan,
+        customer,
+        &id,
+        sub["metadata"].clone(),
+        "subscription_cycle",
+        &new_id("in"),
+        &new_id("pi"),
     );
-    invoice["lines"]["data"][0]["pricing"] = json!({"type": "price_details",
-        "price_details": {"price": plan.price_id, "product": "prod_local"}, "unit_amount_decimal": null});
-    s.data
-        .lock()
-        .unwrap()
-        .invoices
-        .entry(customer)
-        .or_default()
-        .push(invoice.clone());
-    let events = vec![
-        s.event("invoice.paid", invoice.clone()),
-        s.event(
-            "invoice_payment.paid",
-            s.object(
-                "invoice_payment",
-                json!({"invoice": invoice_id, "amount_paid": plan.amount,
-                "payment": {"type": "payment_intent", "payment_intent": pi}}),
-            ),
-        ),
-    ];
     s.send_all(events, &Delivery::default()).await;
     Json(invoice).into_response()
 }

@@ -58,8 +58,20 @@ impl Catalog {
         self.packs.iter().find(|p| p.id == id)
     }
 
+    pub fn plan(&self, id: &str) -> Option<&CatalogItem> {
+        self.plans.iter().find(|p| p.id == id)
+    }
+
     pub fn plan_by_price(&self, price_id: &str) -> Option<&CatalogItem> {
         self.plans.iter().find(|p| p.price_id == price_id)
+    }
+
+    /// A pack or plan by its Stripe price id.
+    pub fn by_price(&self, price_id: &str) -> Option<&CatalogItem> {
+        self.packs
+            .iter()
+            .chain(&self.plans)
+            .find(|i| i.price_id == price_id)
     }
 }
 

@@ -204,10 +204,7 @@ pub async fn checkout(
     payments(app)?;
     let idempotency_key = crate::services::generations::parse_idempotency_key(idempotency_key)?;
     let catalog = &app.config.catalog;
-    let (item, purchase) = match (
-        catalog.pack(&body.item),
-        catalog.plans.iter().find(|p| p.id == body.item),
-    ) {
+    let (item, purchase) = match (catalog.pack(&body.item), catalog.plan(&body.item)) {
         (Some(pack), _) => (pack, crate::payments::Purchase::Pack),
         (None, Some(plan)) => (plan, crate::payments::Purchase::Plan),
         (None, None) => {
@@ -355,9 +352,11 @@ pub async fn set_spend_cap(
 /// cleared when it climbs back, so the next crossing is announced again).
 pub async fn watch_low_balance(app: &App, user_id: &str) {
     let result = async {
-        let balance = app.store.balance(user_id).await?.unwrap_or(0);
+        // One read; a write only when the mark changes (not on every generation).
+        let (balance, marked) = app.store.balance_state(user_id).await?;
+        let balance = balance.unwrap_or(0);
         let low = balance < app.config.low_balance_threshold as i64;
-        if app.store.mark_low_balance(user_id, low).await? && low {
+        if low != marked && app.store.mark_low_balance(user_id, low).await? && low {
             crate::services::worker::publish(
                 app,
                 "credits.low",

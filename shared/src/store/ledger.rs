@@ -86,43 +86,39 @@ impl Store {
             .build())
     }
 
-    /// Marks the balance as low (`true`) or not; returns whether the mark changed, so a
-    /// crossing is announced once.
+    /// The balance and whether it is marked low (an unmarked balance is not), in one read.
+    pub async fn balance_state(&self, user_id: &str) -> anyhow::Result<(Option<i64>, bool)> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::credits_key(user_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .context("reading balance")?;
+        let item = out.item();
+        let marked = item
+            .and_then(|i| i.get("low_balance"))
+            .is_some_and(|v| matches!(v, aws_sdk_dynamodb::types::AttributeValue::Bool(true)));
+        Ok((item.and_then(|i| opt_n(i, "balance")), marked))
+    }
+
+    /// Sets the low-balance mark to `low`; `false` if it already was (another request won), so
+    /// a crossing is announced once.
     pub async fn mark_low_balance(&self, user_id: &str, low: bool) -> anyhow::Result<bool> {
-        let req = self
+        let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::credits_key(user_id)))
-            .condition_expression("attribute_exists(pk) AND low_balance <> :low")
+            .update_expression("SET low_balance = :low")
+            // A missing mark counts as "not low".
+            .condition_expression("attribute_exists(pk) AND NOT (low_balance = :low)")
             .expression_attribute_values(":low", aws_sdk_dynamodb::types::AttributeValue::Bool(low))
-            .update_expression("SET low_balance = :low");
-        let result = req.send().await;
-        // An item that never had the mark counts as "not low".
-        if !low {
-            return super::applied(result, "marking the balance");
-        }
-        match super::applied(result, "marking the balance")? {
-            true => Ok(true),
-            false => {
-                let first = self
-                    .client
-                    .update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(Self::credits_key(user_id)))
-                    .condition_expression(
-                        "attribute_exists(pk) AND attribute_not_exists(low_balance)",
-                    )
-                    .expression_attribute_values(
-                        ":low",
-                        aws_sdk_dynamodb::types::AttributeValue::Bool(true),
-                    )
-                    .update_expression("SET low_balance = :low")
-                    .send()
-                    .await;
-                super::applied(first, "marking the balance")
-            }
-        }
+            .send()
+            .await;
+        super::applied(result, "marking the balance")
     }
 
     /// The current balance (negative after a clawback of spent credits); `None` before
