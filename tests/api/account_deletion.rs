@@ -35,7 +35,7 @@ async fn r4_account_deletion_leaves_nothing_but_anonymous_billing_records() {
     let user = app.cognito_user().await;
     assert_eq!(app.onboard(&user).await.status(), 201);
     let email = {
-        let me: Value = app.get("/v1/me", &user).await.json().await.unwrap();
+        let me: Value = app.get_json("/v1/me", &user).await;
         me["email"].as_str().unwrap().to_string()
     };
     let patch = app
@@ -160,12 +160,7 @@ async fn r4_account_deletion_leaves_nothing_but_anonymous_billing_records() {
     assert_eq!(deleted[0]["detail"]["anonymous_id"], anon.as_str());
     assert!(!deleted[0].to_string().contains(&user.sub));
     // The status says so.
-    let status: Value = app
-        .get("/v1/me/deletion", &user)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status: Value = app.get_json("/v1/me/deletion", &user).await;
     assert_eq!(status["status"], "completed");
 }
 
@@ -204,14 +199,9 @@ async fn r4_the_same_identity_signing_up_again_gets_an_empty_account_without_fre
     );
     app.sweep_at(Utc::now()).await;
     assert_eq!(app.onboard(&user).await.status(), 201);
-    let me: Value = app.get("/v1/me", &user).await.json().await.unwrap();
+    let me: Value = app.get_json("/v1/me", &user).await;
     assert_eq!(me["credits_balance"], 0);
-    let list: Value = app
-        .get("/v1/generations", &user)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json("/v1/generations", &user).await;
     assert!(list["items"].as_array().unwrap().is_empty());
 }
 

@@ -125,7 +125,7 @@ async fn d2_profile_can_be_corrected_and_is_validated() {
         )
         .await;
     assert_eq!(resp.status(), 200);
-    let me: serde_json::Value = app.get("/v1/me", &user).await.json().await.unwrap();
+    let me: serde_json::Value = app.get_json("/v1/me", &user).await;
     assert_eq!(me["display_name"], "Grace");
     assert_eq!(me["avatar_url"], "https://cdn.example.com/g.png");
     assert_eq!(me["preferences"]["theme"], "dark");
@@ -160,7 +160,7 @@ async fn d2_profile_can_be_corrected_and_is_validated() {
             .await;
         assert_eq!(problem_code(resp, 400).await, code, "{body}");
     }
-    let me: serde_json::Value = app.get("/v1/me", &user).await.json().await.unwrap();
+    let me: serde_json::Value = app.get_json("/v1/me", &user).await;
     assert_eq!(
         me["display_name"], "Grace",
         "rejected updates change nothing"

@@ -131,18 +131,8 @@ async fn r5_held_content_survives_deletion_and_expiry_until_the_hold_is_lifted()
         404
     );
 
-    let audit: Value = app
-        .get("/v1/admin/audit", &admin)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let actions: Vec<&str> = audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["action"].as_str().unwrap())
-        .collect();
+    let audit: Value = app.get_json("/v1/admin/audit", &admin).await;
+    let actions = app.audit_actions(&admin).await;
     assert_eq!(actions, vec!["hold.lift", "hold.place"]);
     let lift = &audit["items"][0];
     assert_eq!(lift["actor"], admin.sub.as_str());
@@ -194,12 +184,7 @@ async fn r5_account_deletion_of_a_held_user_waits_until_the_hold_ends() {
         .await
         .unwrap()
         .is_none());
-    let status: Value = app
-        .get("/v1/me/deletion", &user)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status: Value = app.get_json("/v1/me/deletion", &user).await;
     assert_eq!(status["status"], "completed");
 }
 
@@ -230,7 +215,7 @@ async fn suspended_account_reads_and_deletes_but_cannot_generate() {
             .status(),
         200
     );
-    let me: Value = app.get("/v1/me", &user).await.json().await.unwrap();
+    let me: Value = app.get_json("/v1/me", &user).await;
     assert_eq!(me["suspension"]["reason"], "chargeback");
     assert_eq!(app.delete_generation(&user, &id).await.status(), 204);
     let resp = app
@@ -287,12 +272,7 @@ async fn k2_reported_child_account_is_suspended_then_deleted_when_confirmed() {
         problem_code(app.generate(&child, gen_body("more")).await, 403).await,
         "account_suspended"
     );
-    let pending: Value = app
-        .get("/v1/admin/reports", &admin)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let pending: Value = app.get_json("/v1/admin/reports", &admin).await;
     assert_eq!(pending["items"][0]["id"], filed["id"]);
     let resp = app
         .send(
@@ -318,18 +298,8 @@ async fn k2_reported_child_account_is_suspended_then_deleted_when_confirmed() {
     for item in app.scan_table().await {
         assert!(!format!("{item:?}").contains(&child.sub), "{item:?}");
     }
-    let audit: Value = app
-        .get("/v1/admin/audit", &admin)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let actions: Vec<&str> = audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["action"].as_str().unwrap())
-        .collect();
+    let audit: Value = app.get_json("/v1/admin/audit", &admin).await;
+    let actions = app.audit_actions(&admin).await;
     assert_eq!(actions, vec!["child_report.confirm", "account.suspend"]);
     assert!(audit["items"][0]["target_user"]
         .as_str()
@@ -376,20 +346,10 @@ async fn k2_dismissed_report_restores_the_account_and_reports_are_rate_limited()
             .status(),
         202
     );
-    let audit: Value = app
-        .get("/v1/admin/audit", &admin)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let actions: Vec<&str> = audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["action"].as_str().unwrap())
-        .collect();
+    let actions = app.audit_actions(&admin).await;
     assert!(
-        actions.contains(&"child_report.dismiss") && actions.contains(&"account.restore"),
+        actions.contains(&"child_report.dismiss".to_string())
+            && actions.contains(&"account.restore".to_string()),
         "{actions:?}"
     );
 
@@ -650,7 +610,7 @@ async fn k2_dismissing_a_report_keeps_an_admins_suspension() {
         )
         .await;
     assert_eq!(resp.status(), 200);
-    let me: Value = app.get("/v1/me", &user).await.json().await.unwrap();
+    let me: Value = app.get_json("/v1/me", &user).await;
     assert_eq!(me["suspension"]["reason"], "fraud");
     assert_eq!(
         problem_code(app.generate(&user, gen_body("still suspended")).await, 403).await,

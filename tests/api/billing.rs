@@ -313,7 +313,7 @@ async fn u5_refunds_claw_back_in_proportion_whatever_the_order() {
     )
     .await;
     assert_eq!(app.assert_ledger_consistent(&user).await, -30);
-    let me: Value = app.get("/v1/me", &user).await.json().await.unwrap();
+    let me: Value = app.get_json("/v1/me", &user).await;
     assert_eq!(me["billing_flag"], "negative_balance_after_reversal");
     assert_eq!(me["credits_balance"], -30);
     assert_eq!(
@@ -604,17 +604,12 @@ async fn c2_billing_overview_and_ledger_with_balances_after_each_entry() {
     .await;
     app.create(&user, gen_body("one image")).await;
 
-    let billing: Value = app.get("/v1/billing", &user).await.json().await.unwrap();
+    let billing: Value = app.get_json("/v1/billing", &user).await;
     assert_eq!(billing["balance"], 10 + 50 + 200 - 50 - 1);
     assert_eq!(billing["plan"], "plan_monthly");
     assert_eq!(billing["subscription_status"], "active");
 
-    let page: Value = app
-        .get("/v1/billing/ledger?limit=3", &user)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/v1/billing/ledger?limit=3", &user).await;
     let items = page["items"].as_array().unwrap();
     assert_eq!(items.len(), 3);
     assert_eq!(items[0]["kind"], "debit");
@@ -776,7 +771,7 @@ async fn s2_inquiries_take_nothing_and_a_won_dispute_keeps_an_admins_suspension(
         ),
     )
     .await;
-    let me: Value = app.get("/v1/me", &user).await.json().await.unwrap();
+    let me: Value = app.get_json("/v1/me", &user).await;
     assert_eq!(me["suspension"]["reason"], "fraud");
     assert_eq!(app.assert_ledger_consistent(&user).await, 109);
 }
@@ -919,16 +914,11 @@ async fn u2_a_person_buys_a_pack_and_a_plan_end_to_end() {
     )
     .await;
     assert_eq!(app.assert_ledger_consistent(&user).await, 260);
-    let billing: Value = app.get("/v1/billing", &user).await.json().await.unwrap();
+    let billing: Value = app.get_json("/v1/billing", &user).await;
     assert_eq!(billing["plan"], "plan_monthly");
     assert_eq!(billing["subscription_status"], "active");
     assert_eq!(billing["spent_this_month"], 500 + 1200);
-    let invoices: Value = app
-        .get("/v1/billing/invoices", &user)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let invoices: Value = app.get_json("/v1/billing/invoices", &user).await;
     let invoices = invoices["items"].as_array().unwrap();
     assert_eq!(invoices.len(), 1);
     assert_eq!(invoices[0]["amount"], 1200);
@@ -1206,7 +1196,7 @@ async fn u2_a_plan_paid_with_reversed_duplicated_deliveries_grants_once() {
         .unwrap();
     assert_eq!(paid.status(), 200);
     assert_eq!(app.assert_ledger_consistent(&user).await, 210);
-    let billing: Value = app.get("/v1/billing", &user).await.json().await.unwrap();
+    let billing: Value = app.get_json("/v1/billing", &user).await;
     assert_eq!(billing["subscription_status"], "active");
     let grants = app.app().store.ledger_entries(&user.sub).await.unwrap();
     assert_eq!(
@@ -1318,7 +1308,7 @@ async fn u2_open_checkouts_count_against_the_spend_cap_until_paid_or_expired() {
             .unwrap(),
     )
     .await;
-    let billing: Value = app.get("/v1/billing", &user).await.json().await.unwrap();
+    let billing: Value = app.get_json("/v1/billing", &user).await;
     assert_eq!(billing["spent_this_month"], 500);
 }
 
@@ -1460,11 +1450,6 @@ async fn u5_refunds_and_disputes_through_the_stand_in() {
     .unwrap();
     assert_eq!(renewed.status(), 200);
     assert_eq!(app.assert_ledger_consistent(&user).await, 35 + 200 + 200);
-    let invoices: Value = app
-        .get("/v1/billing/invoices", &user)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let invoices: Value = app.get_json("/v1/billing/invoices", &user).await;
     assert_eq!(invoices["items"].as_array().unwrap().len(), 2);
 }

@@ -32,12 +32,7 @@ async fn r3_delete_whose_object_deletion_fails_is_completed_by_the_next_sweep() 
         problem_code(app.get(&format!("/v1/generations/{id}"), &user).await, 404).await,
         "not_found"
     );
-    let list: Value = app
-        .get("/v1/generations", &user)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json("/v1/generations", &user).await;
     assert!(list["items"].as_array().unwrap().is_empty());
     // The objects are still there: nothing points at them but the deletion record.
     assert_eq!(app.objects_of(&user, &id).await.len(), 2);
@@ -185,12 +180,7 @@ async fn stored_jobs_stay_readable_and_deletable_when_input_limits_tighten() {
         .await
         .unwrap();
     assert_eq!(app.job(&user, &id).await["prompt"], long.as_str());
-    let list: Value = app
-        .get("/v1/generations", &user)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json("/v1/generations", &user).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     assert_eq!(app.delete_generation(&user, &id).await.status(), 204);
     assert!(app.objects_of(&user, &id).await.is_empty());

@@ -30,12 +30,7 @@ async fn twenty_concurrent_requests_with_credits_for_five() {
     }
     assert_eq!((accepted, refused), (5, 15));
     assert_eq!(app.assert_ledger_consistent(&user).await, 0);
-    let list: Value = app
-        .get("/v1/generations?limit=100", &user)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json("/v1/generations?limit=100", &user).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 5);
 }
 
@@ -181,21 +176,13 @@ async fn s1_another_users_generation_is_404_on_every_route() {
     );
     let resp = app.send(Method::DELETE, &path, Some(&intruder), None).await;
     assert_eq!(problem_code(resp, 404).await, "not_found");
-    let list: Value = app
-        .get("/v1/generations", &intruder)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json("/v1/generations", &intruder).await;
     assert!(list["items"].as_array().unwrap().is_empty());
     // A cursor minted from the owner's listing reads only the intruder's own partition.
     let cursor = shared::domain::cursor::encode(&format!("GEN#{}", "zzzzzzzzzzzzzzzzzzzzzzzzzz"));
     let list: Value = app
-        .get(&format!("/v1/generations?cursor={cursor}"), &intruder)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v1/generations?cursor={cursor}"), &intruder)
+        .await;
     assert!(list["items"].as_array().unwrap().is_empty());
     let job = app.job(&owner, id).await;
     assert_eq!(job["status"], "succeeded");
@@ -252,12 +239,7 @@ async fn g4_history_is_newest_first_and_paginates() {
         ids.push(job["id"].as_str().unwrap().to_string());
         sleep_ms(5).await;
     }
-    let page: Value = app
-        .get("/v1/generations?limit=2", &user)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/v1/generations?limit=2", &user).await;
     let items = page["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     assert_eq!(items[0]["id"], ids[2].as_str());
@@ -265,11 +247,8 @@ async fn g4_history_is_newest_first_and_paginates() {
     assert_eq!(items[0]["prompt"], "third");
     let cursor = page["next_cursor"].as_str().unwrap();
     let page: Value = app
-        .get(&format!("/v1/generations?limit=2&cursor={cursor}"), &user)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v1/generations?limit=2&cursor={cursor}"), &user)
+        .await;
     let rest: Vec<&str> = page["items"]
         .as_array()
         .unwrap()

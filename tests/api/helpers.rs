@@ -138,6 +138,21 @@ impl TestApp {
         req.send().await.unwrap()
     }
 
+    /// A GET that must answer JSON (any status), parsed.
+    pub async fn get_json(&self, path: &str, user: &User) -> Value {
+        self.get(path, user).await.json().await.unwrap()
+    }
+
+    /// The actions of the audit log, newest first, as an admin reads them.
+    pub async fn audit_actions(&self, admin: &User) -> Vec<String> {
+        self.get_json("/v1/admin/audit", admin).await["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["action"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     pub async fn get(&self, path: &str, user: &User) -> reqwest::Response {
         self.send(reqwest::Method::GET, path, Some(user), None)
             .await
