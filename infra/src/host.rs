@@ -255,6 +255,9 @@ pub async fn invoke_http(app: &App, function: Function, event: &Value) -> Respon
         Function::Admin => admin::handle(app, req).await,
         Function::StripeWebhook => stripe_webhook::handle(app, req).await,
         Function::Billing => billing::handle(app, req).await,
+        Function::Uploads => uploads::handle(app, req).await,
+        Function::Images => images::handle(app, req).await,
+        Function::Gallery => gallery::handle(app, req).await,
     };
     match result {
         Ok(resp) => to_axum(resp),

@@ -9,6 +9,9 @@ pub enum Function {
     Admin,
     StripeWebhook,
     Billing,
+    Uploads,
+    Images,
+    Gallery,
 }
 
 impl Function {
@@ -21,6 +24,9 @@ impl Function {
             Self::Admin => "AdminFunction",
             Self::StripeWebhook => "StripeWebhookFunction",
             Self::Billing => "BillingFunction",
+            Self::Uploads => "UploadsFunction",
+            Self::Images => "ImagesFunction",
+            Self::Gallery => "GalleryFunction",
         }
     }
 }
@@ -110,6 +116,16 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/v1/billing/portal", Function::Billing, true),
     r("GET", "/v1/billing/invoices", Function::Billing, true),
     r("PUT", "/v1/billing/spend-cap", Function::Billing, true),
+    r("POST", "/v1/uploads", Function::Uploads, true),
+    r("GET", "/v1/uploads/{id}", Function::Uploads, true),
+    r("DELETE", "/v1/uploads/{id}", Function::Uploads, true),
+    r("GET", "/v1/images/{id}", Function::Images, true),
+    r("PATCH", "/v1/images/{id}", Function::Images, true),
+    r("DELETE", "/v1/images/{id}", Function::Images, true),
+    r("POST", "/v1/images/{id}/download", Function::Images, true),
+    r("GET", "/v1/downloads", Function::Images, true),
+    r("GET", "/v1/gallery", Function::Gallery, false),
+    r("GET", "/v1/gallery/{id}", Function::Gallery, false),
     r("GET", "/v1/health", Function::Public, false),
     r("GET", "/v1/policy", Function::Public, false),
 ];

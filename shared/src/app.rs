@@ -48,10 +48,10 @@ impl App {
         let provider = provider::from_config(&config.provider, config.provider_timeout)?;
         Ok(Self {
             store: Store::new(aws_sdk_dynamodb::Client::new(sdk), &config.table_name),
-            objects: Arc::new(ObjectStore::new(
-                aws_sdk_s3::Client::from_conf(s3_conf),
-                &config.bucket_name,
-            )),
+            objects: Arc::new(
+                ObjectStore::new(aws_sdk_s3::Client::from_conf(s3_conf), &config.bucket_name)
+                    .with_signing(sdk),
+            ),
             identity: identity::from_config(config.user_pool_id.as_deref(), sdk),
             queue: JobQueue::new(
                 aws_sdk_sqs::Client::new(sdk),

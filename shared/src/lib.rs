@@ -11,6 +11,7 @@ pub mod http;
 pub mod identity;
 pub mod objects;
 pub mod payments;
+pub mod presigned_post;
 pub mod provider;
 pub mod queue;
 pub mod secrets;

@@ -31,6 +31,25 @@ pub trait Objects: Send + Sync {
         backstop: bool,
     ) -> anyhow::Result<()>;
     async fn presign_get(&self, key: &str, ttl: Duration) -> anyhow::Result<String>;
+    /// A short-lived download link that makes the browser save the object as `filename`.
+    async fn presign_download(
+        &self,
+        key: &str,
+        ttl: Duration,
+        filename: &str,
+    ) -> anyhow::Result<String>;
+    /// A short-lived upload form for exactly `key`, of `content_type`, 1 to `max_size` bytes.
+    async fn presign_post(
+        &self,
+        key: &str,
+        content_type: &str,
+        max_size: u64,
+        ttl: Duration,
+    ) -> anyhow::Result<crate::presigned_post::PresignedPost>;
+    /// The object's bytes, or `None` when there is no such object.
+    async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
+    /// The object's size, or `None` when there is no such object.
+    async fn size(&self, key: &str) -> anyhow::Result<Option<u64>>;
     /// Deletes every object under `prefix`; returns how many were deleted.
     async fn delete_prefix(&self, prefix: &str) -> anyhow::Result<usize>;
     /// Keys under `prefix`.
@@ -46,11 +65,27 @@ pub trait Objects: Send + Sync {
 pub struct ObjectStore {
     client: Client,
     bucket: String,
+    /// Where upload forms are posted: the bucket's virtual-hosted URL, or `<endpoint>/<bucket>`
+    /// on a custom endpoint (the local emulator).
+    post_url: String,
+    /// What upload forms are signed with (the function's own credentials).
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    region: String,
 }
 
 /// `users/<sub>/` : everything of one user.
 pub fn user_prefix(user_id: &str) -> String {
     format!("users/{user_id}/")
+}
+
+/// `users/<sub>/uploads/<id>/` : one reference upload (as sent, and its re-encoded copy).
+pub fn upload_prefix(user_id: &str, upload_id: &str) -> String {
+    format!("users/{user_id}/uploads/{upload_id}/")
+}
+
+/// `users/<sub>/generations/<job>/previews/<n>/` : the copy-protected preview of one image.
+pub fn preview_prefix(user_id: &str, job_id: &str, index: usize) -> String {
+    format!("{}previews/{index}/", generation_prefix(user_id, job_id))
 }
 
 /// `users/<sub>/generations/<job>/` : everything of one generation.
@@ -60,10 +95,29 @@ pub fn generation_prefix(user_id: &str, job_id: &str) -> String {
 
 impl ObjectStore {
     pub fn new(client: Client, bucket: impl Into<String>) -> Self {
+        let bucket = bucket.into();
+        let region = client
+            .config()
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "us-east-1".into());
         Self {
+            post_url: format!("https://{bucket}.s3.{region}.amazonaws.com/"),
             client,
-            bucket: bucket.into(),
+            bucket,
+            credentials: None,
+            region,
         }
+    }
+
+    /// Signs upload forms with the SDK configuration's credentials; on a custom endpoint (the
+    /// local emulator) the bucket is addressed by path.
+    pub fn with_signing(mut self, sdk: &aws_config::SdkConfig) -> Self {
+        if let Some(e) = sdk.endpoint_url() {
+            self.post_url = format!("{}/{}", e.trim_end_matches('/'), self.bucket);
+        }
+        self.credentials = sdk.credentials_provider();
+        self
     }
 }
 
@@ -104,6 +158,96 @@ impl Objects for ObjectStore {
             .await
             .context("presigning a download")?;
         Ok(req.uri().to_string())
+    }
+
+    async fn presign_download(
+        &self,
+        key: &str,
+        ttl: Duration,
+        filename: &str,
+    ) -> anyhow::Result<String> {
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .response_content_disposition(format!("attachment; filename=\"{filename}\""))
+            .presigned(PresigningConfig::expires_in(ttl)?)
+            .await
+            .context("presigning a download")?;
+        Ok(req.uri().to_string())
+    }
+
+    async fn presign_post(
+        &self,
+        key: &str,
+        content_type: &str,
+        max_size: u64,
+        ttl: Duration,
+    ) -> anyhow::Result<crate::presigned_post::PresignedPost> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let creds = self
+            .credentials
+            .as_ref()
+            .context("no credentials to sign an upload with")?
+            .provide_credentials()
+            .await
+            .context("reading the credentials to sign an upload")?;
+        let region = self.region.clone();
+        Ok(crate::presigned_post::presign(
+            self.post_url.clone(),
+            &crate::presigned_post::Signer {
+                access_key_id: creds.access_key_id(),
+                secret_access_key: creds.secret_access_key(),
+                session_token: creds.session_token(),
+                region: &region,
+            },
+            &crate::presigned_post::PostConditions {
+                bucket: &self.bucket,
+                key,
+                content_type,
+                min_size: 1,
+                max_size,
+            },
+            chrono::Utc::now(),
+            ttl,
+        ))
+    }
+
+    async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(
+                out.body
+                    .collect()
+                    .await
+                    .with_context(|| format!("reading object {key}"))?
+                    .to_vec(),
+            )),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("reading object {key}"))),
+        }
+    }
+
+    async fn size(&self, key: &str) -> anyhow::Result<Option<u64>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("looking up object {key}"))),
+        }
     }
 
     async fn delete_prefix(&self, prefix: &str) -> anyhow::Result<usize> {

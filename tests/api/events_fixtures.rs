@@ -40,6 +40,9 @@ async fn send(app: &TestApp, name: &str, event: &str) -> (u16, Value) {
         "admin" => admin::handle(app.app(), req).await,
         "stripe" => stripe_webhook::handle(app.app(), req).await,
         "billing" => billing::handle(app.app(), req).await,
+        "uploads" => uploads::handle(app.app(), req).await,
+        "images" => images::handle(app.app(), req).await,
+        "gallery" => gallery::handle(app.app(), req).await,
         other => panic!("no HTTP function {other}"),
     }
     .unwrap();
@@ -83,6 +86,10 @@ async fn every_sample_event_runs_through_its_handler() {
         ("generations-delete.json", 404),
         ("public-health.json", 200),
         ("public-policy.json", 200),
+        ("uploads-create.json", 201),
+        ("images-get.json", 404),
+        ("images-downloads.json", 200),
+        ("gallery-list.json", 200),
         // No deletion was requested yet.
         ("account-deletion-status.json", 404),
     ] {

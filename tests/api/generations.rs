@@ -302,6 +302,7 @@ async fn deleting_a_running_generation_refunds_it_and_the_worker_keeps_nothing()
         height: 1024,
         format: "png".into(),
         bytes: 1,
+        ..Default::default()
     };
     let completed = app
         .app()

@@ -288,6 +288,7 @@ impl OpenAiStub {
         });
         let router = Router::new()
             .route("/v1/images/generations", post(images))
+            .route("/v1/images/edits", post(edits))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -316,25 +317,72 @@ impl OpenAiStub {
     }
 }
 
+fn unauthorized(headers: &axum::http::HeaderMap) -> Option<axum::response::Response> {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    (auth != format!("Bearer {STUB_KEY}")).then(|| {
+        (
+            axum::http::StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}})),
+        )
+            .into_response()
+    })
+}
+
 async fn images(
     State(state): State<Arc<StubState>>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> axum::response::Response {
     state.calls.fetch_add(1, Ordering::SeqCst);
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if auth != format!("Bearer {STUB_KEY}") {
-        return (
-            axum::http::StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}})),
-        )
-            .into_response();
+    if let Some(refused) = unauthorized(&headers) {
+        return refused;
     }
-    let req: Value = serde_json::from_slice(&body).expect("JSON request");
+    let mut req: Value = serde_json::from_slice(&body).expect("JSON request");
+    req["endpoint"] = json!("generations");
     state.requests.lock().unwrap().push(req.clone());
+    reply(&state, req)
+}
+
+/// `POST /v1/images/edits`: `multipart/form-data` with text fields and `image[]` file parts.
+/// Recorded as JSON: the text fields, and each image's file name, content type and bytes
+/// (base64).
+async fn edits(
+    State(state): State<Arc<StubState>>,
+    headers: axum::http::HeaderMap,
+    mut form: axum::extract::Multipart,
+) -> axum::response::Response {
+    state.calls.fetch_add(1, Ordering::SeqCst);
+    if let Some(refused) = unauthorized(&headers) {
+        return refused;
+    }
+    let mut req = json!({"endpoint": "edits", "images": []});
+    while let Some(field) = form.next_field().await.expect("a multipart body") {
+        let name = field.name().unwrap_or("").to_string();
+        if name == "image[]" {
+            let file_name = field.file_name().map(str::to_string);
+            let content_type = field.content_type().map(str::to_string);
+            let bytes = field.bytes().await.unwrap();
+            req["images"].as_array_mut().unwrap().push(json!({
+                "file_name": file_name,
+                "content_type": content_type,
+                "b64": base64::engine::general_purpose::STANDARD.encode(&bytes),
+            }));
+        } else {
+            let text = field.text().await.unwrap();
+            req[name.as_str()] = match name.as_str() {
+                "n" => json!(text.parse::<u64>().expect("n is a number")),
+                _ => json!(text),
+            };
+        }
+    }
+    state.requests.lock().unwrap().push(req.clone());
+    reply(&state, req)
+}
+
+fn reply(state: &StubState, req: Value) -> axum::response::Response {
     let reply = {
         let mut script = state.script.lock().unwrap();
         if script.len() > 1 {
@@ -621,6 +669,31 @@ impl shared::objects::Objects for FaultyObjects {
     }
     async fn presign_get(&self, key: &str, ttl: Duration) -> anyhow::Result<String> {
         self.inner.presign_get(key, ttl).await
+    }
+    async fn presign_download(
+        &self,
+        key: &str,
+        ttl: Duration,
+        filename: &str,
+    ) -> anyhow::Result<String> {
+        self.inner.presign_download(key, ttl, filename).await
+    }
+    async fn presign_post(
+        &self,
+        key: &str,
+        content_type: &str,
+        max_size: u64,
+        ttl: Duration,
+    ) -> anyhow::Result<shared::presigned_post::PresignedPost> {
+        self.inner
+            .presign_post(key, content_type, max_size, ttl)
+            .await
+    }
+    async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        self.inner.get(key).await
+    }
+    async fn size(&self, key: &str) -> anyhow::Result<Option<u64>> {
+        self.inner.size(key).await
     }
     async fn delete_prefix(&self, prefix: &str) -> anyhow::Result<usize> {
         if self.fail_deletes.load(Ordering::SeqCst) {

@@ -8,6 +8,7 @@ mod account_deletion;
 mod accounts;
 mod admin;
 mod billing;
+mod content;
 mod datamap;
 mod deletion;
 mod devhost;

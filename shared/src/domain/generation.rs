@@ -143,6 +143,10 @@ pub struct GenerationRequestBody {
     pub seed: Option<u64>,
     #[serde(default)]
     pub output_format: Option<String>,
+    /// The caller's own validated uploads to use as references (at most
+    /// [`super::upload::MAX_REFERENCES`]).
+    #[serde(default)]
+    pub reference_ids: Vec<String>,
 }
 
 /// Validated generation settings.
@@ -154,6 +158,8 @@ pub struct GenerationSettings {
     pub n: u8,
     pub seed: u64,
     pub output_format: OutputFormat,
+    /// Upload ids (shape-checked; ownership and state are checked against the store).
+    pub reference_ids: Vec<String>,
 }
 
 impl GenerationSettings {
@@ -177,18 +183,83 @@ impl GenerationSettings {
                 Some(f) => OutputFormat::parse(f)?,
                 None => OutputFormat::Png,
             },
+            reference_ids: parse_reference_ids(&body.reference_ids)?,
         })
     }
 }
 
-/// One stored image of a generation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Reference ids: at most [`super::upload::MAX_REFERENCES`], no repeats. An id of the wrong
+/// shape is kept: it is simply not found (404), like another user's.
+fn parse_reference_ids(ids: &[String]) -> Result<Vec<String>, Invalid> {
+    let max = super::upload::MAX_REFERENCES;
+    if ids.len() > max {
+        return Err(Invalid::new(
+            "invalid_reference_ids",
+            format!("at most {max} reference images per generation"),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if !ids.iter().all(|id| seen.insert(id)) {
+        return Err(Invalid::new(
+            "invalid_reference_ids",
+            "a reference image is listed twice",
+        ));
+    }
+    Ok(ids.to_vec())
+}
+
+/// One stored image of a generation, with its own settings (G1, G2). Its id is
+/// `<generation id>-<index>` ([`image_id`]): as unguessable as the generation id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredImage {
     pub key: String,
     pub width: u32,
     pub height: u32,
     pub format: String,
     pub bytes: u64,
+    /// G1: published in the public gallery (private by default).
+    #[serde(default)]
+    pub public: bool,
+    /// G2: others get only the watermarked preview, and no download.
+    #[serde(default)]
+    pub copy_protected: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<String>,
+    /// The reduced, watermarked copy shown to others while public and copy-protected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
+    /// Deleted on its own (`DELETE /v1/images/{id}`): hidden, its objects in the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
+}
+
+/// A copy-protected image's preview object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    pub key: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+}
+
+/// The id of image `index` of generation `job_id`.
+pub fn image_id(job_id: &str, index: usize) -> String {
+    format!("{job_id}-{index}")
+}
+
+/// The generation id and index of an image id, if it has that shape (anything else is not
+/// found and never reaches a key).
+pub fn parse_image_id(id: &str) -> Option<(&str, usize)> {
+    let (job, index) = id.split_once('-')?;
+    let valid_job = job.len() == 26
+        && job
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
+    let index: usize = match index.as_bytes() {
+        [d] if d.is_ascii_digit() => usize::from(d - b'0'),
+        _ => return None,
+    };
+    (valid_job && index < usize::from(N_MAX)).then_some((job, index))
 }
 
 /// A generation job as stored.
@@ -229,6 +300,7 @@ mod tests {
             n: 1,
             seed: Some(7),
             output_format: None,
+            reference_ids: vec![],
         }
     }
 

@@ -6,9 +6,11 @@ pub mod billing;
 pub mod credits;
 pub mod cursor;
 pub mod generation;
+pub mod preview;
 pub mod pricing;
 pub mod profile;
 pub mod retention;
+pub mod upload;
 pub mod user;
 
 /// A rejected input: a stable machine-readable code plus a human-readable detail.

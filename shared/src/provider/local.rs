@@ -124,6 +124,42 @@ pub fn render(prompt: &str, seed: u64, index: u8, width: u32, height: u32) -> Rg
     img
 }
 
+/// How much of the references shows through the rendered picture.
+pub const REFERENCE_WEIGHT: f32 = 0.45;
+
+/// The references scaled to the output size and averaged: the layer a referenced generation is
+/// blended with, so it visibly carries their colours and shapes.
+fn reference_layer(
+    references: &[Vec<u8>],
+    width: u32,
+    height: u32,
+) -> Result<Option<RgbImage>, ProviderError> {
+    if references.is_empty() {
+        return Ok(None);
+    }
+    let mut sum = vec![0f32; (width * height * 3) as usize];
+    for bytes in references {
+        let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
+            .map_err(|e| ProviderError::Permanent(format!("unreadable reference image: {e}")))?
+            .resize_exact(width, height, image::imageops::FilterType::Triangle)
+            .to_rgb8();
+        for (acc, v) in sum.iter_mut().zip(img.as_raw()) {
+            *acc += f32::from(*v);
+        }
+    }
+    let n = references.len() as f32;
+    let raw = sum.into_iter().map(|v| (v / n) as u8).collect();
+    Ok(RgbImage::from_raw(width, height, raw))
+}
+
+fn mix(img: &mut RgbImage, layer: &RgbImage, weight: f32) {
+    for (p, q) in img.pixels_mut().zip(layer.pixels()) {
+        for (a, b) in p.0.iter_mut().zip(q.0) {
+            *a = (f32::from(*a) * (1.0 - weight) + f32::from(b) * weight) as u8;
+        }
+    }
+}
+
 /// Encodes an RGB image in the requested format.
 pub fn encode(img: &RgbImage, format: OutputFormat) -> Result<Vec<u8>, image::ImageError> {
     let mut out = Vec::new();
@@ -159,10 +195,18 @@ impl ImageProvider for LocalRenderer {
         let (width, height) = req.size.dimensions();
         let prompt = req.prompt.to_string();
         let (seed, n, format) = (req.seed, req.n, req.output_format);
+        let references = req.references.to_vec();
         // CPU-bound: keep it off the async worker threads.
         tokio::task::spawn_blocking(move || {
+            let blend = reference_layer(&references, width, height)?;
             (0..n)
-                .map(|i| encode(&render(&prompt, seed, i, width, height), format))
+                .map(|i| {
+                    let mut img = render(&prompt, seed, i, width, height);
+                    if let Some(layer) = &blend {
+                        mix(&mut img, layer, REFERENCE_WEIGHT);
+                    }
+                    encode(&img, format)
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| ProviderError::Permanent(format!("encoding failed: {e}")))
         })

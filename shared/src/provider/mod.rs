@@ -25,6 +25,8 @@ pub struct ProviderRequest<'a> {
     pub n: u8,
     pub seed: u64,
     pub output_format: OutputFormat,
+    /// Reference images: re-encoded PNGs without metadata (never the files as sent).
+    pub references: &'a [Vec<u8>],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

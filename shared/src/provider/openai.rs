@@ -1,4 +1,5 @@
-//! The OpenAI Images API (`POST /v1/images/generations`, gpt-image-1 shape). Base URL, model
+//! The OpenAI Images API (`POST /v1/images/generations`, gpt-image-1 shape; with reference
+//! images, `POST /v1/images/edits` as `multipart/form-data` with one `image[]` part each). Base URL, model
 //! and key come from configuration, so any server speaking this wire format works.
 //!
 //! Errors: `400` with code `moderation_blocked` is a moderation refusal (final); `429`, `5xx`,
@@ -18,6 +19,7 @@ use crate::config::Secret;
 pub struct OpenAiImages {
     http: reqwest::Client,
     url: String,
+    edits_url: String,
     model: String,
     api_key: Secret,
 }
@@ -69,6 +71,7 @@ impl OpenAiImages {
                 .connect_timeout(Duration::from_secs(10))
                 .build()?,
             url: format!("{}/v1/images/generations", base_url.trim_end_matches('/')),
+            edits_url: format!("{}/v1/images/edits", base_url.trim_end_matches('/')),
             model: model.to_string(),
             api_key,
         })
@@ -100,20 +103,36 @@ impl ImageProvider for OpenAiImages {
     }
 
     async fn generate(&self, req: &ProviderRequest<'_>) -> Result<Vec<Vec<u8>>, ProviderError> {
-        let body = ImagesRequest {
-            model: &self.model,
-            prompt: req.prompt,
-            n: req.n,
-            size: req.size.as_str(),
-            quality: req.quality.as_str(),
-            output_format: req.output_format.as_str(),
-            moderation: "auto",
+        let request = if req.references.is_empty() {
+            let body = ImagesRequest {
+                model: &self.model,
+                prompt: req.prompt,
+                n: req.n,
+                size: req.size.as_str(),
+                quality: req.quality.as_str(),
+                output_format: req.output_format.as_str(),
+                moderation: "auto",
+            };
+            self.http.post(&self.url).json(&body)
+        } else {
+            let mut form = reqwest::multipart::Form::new()
+                .text("model", self.model.clone())
+                .text("prompt", req.prompt.to_string())
+                .text("n", req.n.to_string())
+                .text("size", req.size.as_str())
+                .text("quality", req.quality.as_str())
+                .text("output_format", req.output_format.as_str());
+            for (i, png) in req.references.iter().enumerate() {
+                let part = reqwest::multipart::Part::bytes(png.clone())
+                    .file_name(format!("reference-{i}.png"))
+                    .mime_str("image/png")
+                    .map_err(|e| ProviderError::Permanent(format!("building the request: {e}")))?;
+                form = form.part("image[]", part);
+            }
+            self.http.post(&self.edits_url).multipart(form)
         };
-        let resp = self
-            .http
-            .post(&self.url)
+        let resp = request
             .bearer_auth(self.api_key.expose())
-            .json(&body)
             .send()
             .await
             .map_err(|e| ProviderError::Transient(format!("request failed: {e}")))?;

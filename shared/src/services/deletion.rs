@@ -144,6 +144,8 @@ async fn work(
                 ),
             }
         }
+        // Gallery entries live outside the account's partition (normally gone at deactivation).
+        app.store.sync_gallery(&record.user_id).await?;
         let keep_until = legal_keep_until(app, now);
         let mut erased = app
             .store

@@ -26,10 +26,14 @@ pub const IDEMPOTENCY_KEY_MAX: usize = 255;
 
 #[derive(Debug, Serialize)]
 pub struct ImageView {
+    /// The image's id for `/v1/images/{id}`.
+    pub id: String,
     pub url: String,
     pub width: u32,
     pub height: u32,
     pub format: String,
+    pub public: bool,
+    pub copy_protected: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -48,6 +52,7 @@ pub struct GenerationView {
     pub n: u8,
     pub seed: u64,
     pub output_format: String,
+    pub reference_ids: Vec<String>,
     pub images: Vec<ImageView>,
     pub failure: Option<FailureView>,
     pub credits_charged: u64,
@@ -66,8 +71,14 @@ pub struct Page<T> {
 /// Renders a job, presigning a short-lived download URL per image.
 pub async fn view(app: &App, job: &Job) -> Result<GenerationView, ApiError> {
     let mut images = Vec::with_capacity(job.images.len());
-    for img in &job.images {
+    for (index, img) in job.images.iter().enumerate() {
+        if img.deleted_at.is_some() {
+            continue;
+        }
         images.push(ImageView {
+            id: crate::domain::generation::image_id(&job.id, index),
+            public: img.public,
+            copy_protected: img.copy_protected,
             url: app
                 .objects
                 .presign_get(&img.key, app.config.download_url_ttl)
@@ -86,6 +97,7 @@ pub async fn view(app: &App, job: &Job) -> Result<GenerationView, ApiError> {
         n: job.settings.n,
         seed: job.settings.seed,
         output_format: job.settings.output_format.as_str().into(),
+        reference_ids: job.settings.reference_ids.clone(),
         images,
         failure: job.failure_code.as_ref().map(|code| FailureView {
             code: code.clone(),
@@ -158,6 +170,15 @@ pub async fn create(
     let settings = GenerationSettings::parse(&parsed)?;
     let idem_key = parse_idempotency_key(idempotency_key)?;
     let hash = request_hash(body);
+    // The caller's own ready uploads (another user's id is 404); each one's deletion time moves
+    // to 24 hours from now in the job's transaction (R2).
+    let references = crate::services::uploads::references_for_generation(
+        app,
+        user_id,
+        &settings.reference_ids,
+        now,
+    )
+    .await?;
 
     let job_id = ulid::Ulid::from_datetime(now.into())
         .to_string()
@@ -199,6 +220,7 @@ pub async fn create(
                 body: response.to_string(),
                 job_id: None,
             }),
+            references,
         })
         .await?;
     match outcome {
@@ -208,6 +230,13 @@ pub async fn create(
                 402,
                 "insufficient_credits",
                 format!("this request costs {cost} credits; buy more or lower n, size or quality"),
+            ))
+        }
+        CreateOutcome::ReferenceGone => {
+            return Err(ApiError::client(
+                404,
+                "upload_not_found",
+                "a reference upload was deleted or expired meanwhile",
             ))
         }
         CreateOutcome::AccountInactive => {

@@ -74,6 +74,8 @@ pub struct SweepReport {
     pub content_expired: usize,
     /// Expired content left in place by a hold.
     pub content_held: usize,
+    /// Reference uploads past their deletion time (R2) handed to the pipeline.
+    pub uploads_expired: usize,
     pub holds_ended: usize,
     /// Items or phases that failed this run (logged; retried next run).
     pub errors: usize,
@@ -358,6 +360,19 @@ async fn delete_stamped(
             if let Some((user_id, job_id)) = job_key(&due) {
                 // Stamped by an earlier release; the policy decides now.
                 return expire_generation(app, holds, user_id, job_id, now, report).await;
+            }
+            if let (Some(user_id), Some(id)) = (
+                keys::user_from_pk(&due.pk),
+                due.sk.strip_prefix(keys::UPLOAD_PREFIX),
+            ) {
+                // R2: through the pipeline (its objects), under the holds in force.
+                if let Some(executed) =
+                    crate::services::uploads::expire(app, holds, user_id, id, now).await?
+                {
+                    report.uploads_expired += 1;
+                    report.count(executed);
+                }
+                return Ok(());
             }
             if due.pk == HOLD_PK {
                 // Ended at the start of the run (`end_expired_holds`).

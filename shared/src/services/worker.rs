@@ -56,6 +56,21 @@ pub enum Processed {
 pub const MODERATION_REASON: &str =
     "The image provider's safety system refused this prompt. Your credits were refunded.";
 pub const PROVIDER_REASON: &str = "The image could not be generated. Your credits were refunded.";
+pub const REFERENCE_REASON: &str =
+    "A reference image was deleted before the generation ran. Your credits were refunded.";
+
+/// The job's reference images, or the id of one that is gone.
+async fn load_references(app: &App, job: &Job) -> anyhow::Result<Result<Vec<Vec<u8>>, String>> {
+    let mut refs = Vec::with_capacity(job.settings.reference_ids.len());
+    for id in &job.settings.reference_ids {
+        let key = crate::services::uploads::reference_key(&job.user_id, id);
+        match app.objects.get(&key).await? {
+            Some(bytes) => refs.push(bytes),
+            None => return Ok(Err(id.clone())),
+        }
+    }
+    Ok(Ok(refs))
+}
 
 const RETRY_BASE: Duration = Duration::from_millis(250);
 
@@ -85,7 +100,16 @@ pub async fn process(
     };
     tracing::info!(attempt = job.attempts, "job claimed");
 
-    match call_provider(app, &job).await {
+    // R2, U1: the re-encoded references, read just before use; one deleted meanwhile fails the
+    // job (refunded): it would not be what the user asked for.
+    let references = match load_references(app, &job).await? {
+        Ok(refs) => refs,
+        Err(missing) => {
+            tracing::info!(upload_id = %missing, "a reference upload is gone");
+            return fail(app, &job, worker_id, "reference_missing", REFERENCE_REASON).await;
+        }
+    };
+    match call_provider(app, &job, &references).await {
         Ok(images) => store_images(app, &job, worker_id, images).await,
         Err(ProviderError::Moderation(detail)) => {
             tracing::info!(detail = %detail, "refused by moderation");
@@ -113,7 +137,11 @@ pub async fn process(
 }
 
 /// Calls the provider with a timeout and bounded retries on transient errors.
-async fn call_provider(app: &App, job: &Job) -> Result<Vec<Vec<u8>>, ProviderError> {
+async fn call_provider(
+    app: &App,
+    job: &Job,
+    references: &[Vec<u8>],
+) -> Result<Vec<Vec<u8>>, ProviderError> {
     let s = &job.settings;
     let req = ProviderRequest {
         prompt: s.prompt.as_str(),
@@ -122,6 +150,7 @@ async fn call_provider(app: &App, job: &Job) -> Result<Vec<Vec<u8>>, ProviderErr
         n: s.n,
         seed: s.seed,
         output_format: s.output_format,
+        references,
     };
     let mut attempt = 0;
     loop {
@@ -182,6 +211,7 @@ fn inspect(job: &Job, index: usize, bytes: &[u8]) -> Result<StoredImage, Provide
         height,
         format: wanted.as_str().to_string(),
         bytes: bytes.len() as u64,
+        ..Default::default()
     })
 }
 

@@ -124,6 +124,41 @@ impl DeletionRecord {
         r
     }
 
+    /// A reference upload: its item and its objects (R2). A hold on its owner keeps it.
+    pub fn upload(user_id: &str, upload_id: &str, reason: &str, now: DateTime<Utc>) -> Self {
+        let mut r = Self::base(reason, user_id, now);
+        r.items.push(ItemRef {
+            pk: user_pk(user_id),
+            sk: keys::upload_sk(upload_id),
+            only_if_job: None,
+        });
+        r.prefixes
+            .push(crate::objects::upload_prefix(user_id, upload_id));
+        r
+    }
+
+    /// One image of a generation (its object and its preview), or only a preview that is no
+    /// longer shown. The generation's hold keeps it.
+    pub fn image(
+        user_id: &str,
+        job_id: &str,
+        index: usize,
+        preview_only: bool,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let mut r = Self::base(reason, user_id, now);
+        r.generation_id = Some(job_id.into());
+        if !preview_only {
+            // `<n>.` : the image's own object and nothing else of the generation.
+            r.prefixes
+                .push(format!("{}{index}.", generation_prefix(user_id, job_id)));
+        }
+        r.prefixes
+            .push(crate::objects::preview_prefix(user_id, job_id, index));
+        r
+    }
+
     /// A whole account (R4).
     pub fn account(user_id: &str, reason: &str, anonymous_id: &str, now: DateTime<Utc>) -> Self {
         let mut r = Self::base(reason, user_id, now);

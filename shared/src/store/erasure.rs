@@ -117,10 +117,16 @@ impl Store {
         };
         let mut items = vec![change];
         items.extend(self.audit_items(audit, keep_until)?);
-        Ok(matches!(
+        let committed = matches!(
             transact(&self.client, "suspension", items).await?,
             TxnOutcome::Committed
-        ))
+        );
+        if committed {
+            // G1: a suspended account's images leave the gallery at once; a restored one's
+            // come back.
+            self.sync_gallery(user_id).await?;
+        }
+        Ok(committed)
     }
 
     /// Suspends an account that is not suspended yet (an existing suspension keeps its reason),
@@ -135,10 +141,16 @@ impl Store {
     ) -> anyhow::Result<bool> {
         let mut items = vec![self.suspend_item(user_id, reason, SYSTEM_ACTOR, true, now)?];
         items.extend(self.audit_items(audit, keep_until)?);
-        Ok(matches!(
+        let committed = matches!(
             transact(&self.client, "suspension", items).await?,
             TxnOutcome::Committed
-        ))
+        );
+        if committed {
+            // G1: a suspended account's images leave the gallery at once; a restored one's
+            // come back.
+            self.sync_gallery(user_id).await?;
+        }
+        Ok(committed)
     }
 
     /// Deactivates the account at once and commits its deletion record and tombstone in the
@@ -190,10 +202,15 @@ impl Store {
         if let Some(review) = review {
             items.extend(self.review_items(review, keep_until, now)?);
         }
-        Ok(matches!(
+        let committed = matches!(
             transact(&self.client, "deactivate account", items).await?,
             TxnOutcome::Committed
-        ))
+        );
+        if committed {
+            // Its images leave the public gallery at once (the erasure checks again).
+            self.sync_gallery(user_id).await?;
+        }
+        Ok(committed)
     }
 
     pub async fn tombstone(&self, user_id: &str) -> anyhow::Result<Option<Tombstone>> {

@@ -53,10 +53,15 @@ pub struct CreateJob<'a> {
     /// Past this, a job still queued is failed and refunded by the sweep.
     pub queue_deadline: DateTime<Utc>,
     pub idempotency: Option<IdempotencyRecord>,
+    /// R2: each reference upload is marked used, and its deletion time moved, in the same
+    /// transaction (it must still be ready then).
+    pub references: Vec<super::uploads::ReferenceUse>,
 }
 
 pub enum CreateOutcome {
     Created,
+    /// A reference upload was deleted (or expired) meanwhile.
+    ReferenceGone,
     InsufficientCredits,
     /// The idempotency key was used before: the record of the first request.
     Existing(IdempotencyRecord),
@@ -94,6 +99,8 @@ struct JobRecord {
     n: u8,
     seed: u64,
     output_format: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    reference_ids: Vec<String>,
     cost: u64,
     #[serde(default)]
     refunded: u64,
@@ -146,6 +153,7 @@ fn job_item(c: &CreateJob<'_>) -> anyhow::Result<Item> {
         n: set.n,
         seed: set.seed,
         output_format: set.output_format.as_str().into(),
+        reference_ids: set.reference_ids.clone(),
         cost: c.cost,
         refunded: 0,
         attempts: 0,
@@ -189,6 +197,7 @@ pub(super) fn job_from_item(item: &Item) -> anyhow::Result<(Job, Option<String>)
             n: r.n,
             seed: r.seed,
             output_format: OutputFormat::parse(&r.output_format).map_err(parse)?,
+            reference_ids: r.reference_ids,
         },
         cost: r.cost,
         refunded: r.refunded,
@@ -300,6 +309,10 @@ impl Store {
                 )
                 .build(),
         );
+        let refs_from = items.len();
+        for r in &c.references {
+            items.push(self.reference_use_item(c.user_id, r, c.now)?);
+        }
         let outcome = transact(&self.client, "create generation", items).await?;
         if let TxnOutcome::Committed = outcome {
             return Ok(Attempt::Done(CreateOutcome::Created));
@@ -323,6 +336,9 @@ impl Store {
         }
         if outcome.failed_at(balance_index) {
             return Ok(Attempt::Done(CreateOutcome::InsufficientCredits));
+        }
+        if (refs_from..refs_from + c.references.len()).any(|i| outcome.failed_at(i)) {
+            return Ok(Attempt::Done(CreateOutcome::ReferenceGone));
         }
         bail!(
             "creating generation {}: unexpected condition failure",
@@ -699,6 +715,13 @@ impl Store {
                 )
             };
             let mut items = vec![TransactWriteItem::builder().update(update.build()?).build()];
+            // G1: out of the public gallery at once (every image: one published meanwhile
+            // included; deleting an absent entry is no error).
+            for index in 0..job.images.len() {
+                items.push(
+                    self.gallery_delete_item(&crate::domain::generation::image_id(job_id, index))?,
+                );
+            }
             if commit_record {
                 items.push(self.deletion_record_put(&record, now)?);
             }

@@ -23,6 +23,11 @@ pub const GEN_PREFIX: &str = "GEN#";
 pub const IDEM_PREFIX: &str = "IDEM#";
 pub const REF_PREFIX: &str = "REF#";
 pub const RATE_PREFIX: &str = "RATE#";
+pub const UPLOAD_PREFIX: &str = "UPLOAD#";
+pub const DOWNLOAD_PREFIX: &str = "DOWNLOAD#";
+/// The public gallery's partition: one item per published image, sorted by image id (which
+/// starts with the generation's creation time).
+pub const GALLERY_PK: &str = "GALLERY";
 pub const HOLD_PK: &str = "HOLD";
 pub const AUDIT_PK: &str = "AUDIT";
 pub const REPORT_PK: &str = "REPORT";
@@ -48,6 +53,14 @@ pub fn user_from_pk(pk: &str) -> Option<&str> {
 
 pub fn gen_sk(job_id: &str) -> String {
     format!("{GEN_PREFIX}{job_id}")
+}
+
+pub fn upload_sk(id: &str) -> String {
+    format!("{UPLOAD_PREFIX}{id}")
+}
+
+pub fn download_sk(id: &str) -> String {
+    format!("{DOWNLOAD_PREFIX}{id}")
 }
 
 pub fn idem_sk(key: &str) -> String {

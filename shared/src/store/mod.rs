@@ -19,21 +19,28 @@ mod admin;
 mod billing;
 mod deletion;
 mod erasure;
+mod images;
 pub(crate) mod item;
 mod jobs;
 pub mod keys;
 mod ledger;
 mod sweep;
 mod txn;
+mod uploads;
 
 pub use accounts::{OnboardOutcome, Profile, ProfileUpdate, Suspension};
 pub use admin::{AuditRecord, ChildReport, Hold, HoldSet, ReportStatus, Review, SYSTEM_ACTOR};
 pub use billing::{Applied, CustomerRecord, Grant, Payment, StateOutcome, SubscriptionState};
 pub use deletion::{AccountErasure, DeletionRecord, ItemRef, RECHECK_AFTER_MINUTES};
 pub use erasure::{subject_hash, Erased, Tombstone};
+pub use images::{Changed, DownloadRecord, GalleryEntry, ImageChange};
 pub use jobs::{ClaimOutcome, CreateJob, CreateOutcome, FailGuard, IdempotencyRecord};
 pub use sweep::DueItem;
 pub use txn::Contention;
+pub use uploads::{
+    ReferenceUse, Settled, UploadRecord, PENDING as UPLOAD_PENDING, READY as UPLOAD_READY,
+    REJECTED as UPLOAD_REJECTED,
+};
 
 use aws_sdk_dynamodb::Client;
 
