@@ -943,3 +943,49 @@ async fn g3_downloads_are_recorded_and_listed_for_the_owner() {
         .await;
     assert_eq!(rest["items"][0]["by"], "owner");
 }
+
+/// R5 over R2: a hold on the owner keeps an expired upload's objects (it is hidden from the
+/// API); lifting the hold lets the pipeline finish.
+#[tokio::test]
+async fn r5_a_hold_keeps_an_expired_upload_until_it_is_lifted() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    let id = app.ready_upload(&user, png(16, 16, [7, 70, 140])).await;
+    let admin = app.admin().await;
+    let hold = app
+        .place_hold(
+            &admin,
+            json!({"user_id": user.sub, "reason": "legal request"}),
+        )
+        .await;
+    let later = Utc::now() + Duration::hours(25);
+    let report = app.sweep_at(later).await;
+    assert_eq!(report.uploads_expired, 1, "{report:?}");
+    assert_eq!(
+        app.get(&format!("/v1/uploads/{id}"), &user).await.status(),
+        404
+    );
+    let prefix = shared::objects::upload_prefix(&user.sub, &id);
+    assert_eq!(
+        app.app().objects.list(&prefix).await.unwrap().len(),
+        1,
+        "held"
+    );
+
+    let path = format!("/v1/admin/holds/{}", hold["id"].as_str().unwrap());
+    assert_eq!(
+        app.send(Method::DELETE, &path, Some(&admin), None)
+            .await
+            .status(),
+        204
+    );
+    app.sweep_at(later).await;
+    assert!(app.app().objects.list(&prefix).await.unwrap().is_empty());
+    assert!(app
+        .app()
+        .store
+        .get_upload(&user.sub, &id)
+        .await
+        .unwrap()
+        .is_none());
+}

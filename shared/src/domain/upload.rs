@@ -257,6 +257,31 @@ mod tests {
         assert_eq!(image::guess_format(&s.png).unwrap(), ImageFormat::Png);
     }
 
+    /// A JPEG saying (in EXIF) that it must be turned 90 degrees: the kept copy is upright.
+    #[test]
+    fn applies_the_exif_orientation() {
+        let img = RgbImage::from_fn(20, 10, |x, _| Rgb([(x * 12) as u8, 0, 0]));
+        let mut jpeg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+            .unwrap();
+        let tiff: &[u8] = &[
+            b'M', b'M', 0, 0x2A, 0, 0, 0, 8, // big-endian TIFF, first IFD at 8
+            0, 1, // one entry
+            0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, // Orientation (SHORT) = 6: rotate 90
+            0, 0, 0, 0, // no next IFD
+        ];
+        let mut app1 = vec![0xFF, 0xE1];
+        app1.extend_from_slice(&((2 + 6 + tiff.len()) as u16).to_be_bytes());
+        app1.extend_from_slice(b"Exif\0\0");
+        app1.extend_from_slice(tiff);
+        let mut with_exif = jpeg[..2].to_vec();
+        with_exif.extend_from_slice(&app1);
+        with_exif.extend_from_slice(&jpeg[2..]);
+        let s = sanitize(&with_exif, UploadType::Jpeg, 1 << 20).unwrap();
+        assert_eq!((s.width, s.height), (10, 20));
+        assert_eq!(image::guess_format(&s.png).unwrap(), ImageFormat::Png);
+    }
+
     #[test]
     fn refuses_lies_and_appended_data() {
         let bytes = png(8, 8);
