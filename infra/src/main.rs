@@ -45,6 +45,11 @@ imagegen dev host on {base}  (provider: {provider}; sweep every {sweep_secs}s)
   curl -s -X POST {base}/v1/generations -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
        -H "Idempotency-Key: $(date +%s)" -d '{{"prompt":"a lighthouse at dusk","size":"1024x1024","quality":"low","n":1}}'
   curl -s {base}/v1/generations -H "authorization: Bearer $TOKEN"
+  curl -s -X PATCH {base}/v1/images/<generation id>-0 -H "authorization: Bearer $TOKEN" \
+       -H 'content-type: application/json' -d '{{"public":true,"copy_protected":true}}'
+  curl -s {base}/v1/gallery
+  curl -s -X POST {base}/v1/uploads -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+       -d '{{"content_type":"image/png","size":'$(stat -c%s photo.png)'}}'   # then send photo.png with the form
   curl -s -X POST {base}/v1/billing/checkout -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
        -d '{{"item":"pack_small"}}'      # open the url, press Pay ({stripe})
   curl -s {base}/v1/billing -H "authorization: Bearer $TOKEN"

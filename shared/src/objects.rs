@@ -83,9 +83,10 @@ pub fn upload_prefix(user_id: &str, upload_id: &str) -> String {
     format!("users/{user_id}/uploads/{upload_id}/")
 }
 
-/// `users/<sub>/generations/<job>/previews/<n>/` : the copy-protected preview of one image.
-pub fn preview_prefix(user_id: &str, job_id: &str, index: usize) -> String {
-    format!("{}previews/{index}/", generation_prefix(user_id, job_id))
+/// `public/<token>/` : the public copy of one published image (a random token per copy, so the
+/// key names neither its owner nor anything guessable).
+pub fn public_prefix(token: &str) -> String {
+    format!("public/{token}/")
 }
 
 /// `users/<sub>/generations/<job>/` : everything of one generation.

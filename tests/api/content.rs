@@ -534,7 +534,7 @@ async fn r2_uploads_are_deleted_24_hours_after_their_last_use_and_with_the_accou
 /// renderer's picture visibly differs from the same prompt without them; another user's upload
 /// id is 404.
 #[tokio::test]
-async fn generation_with_references_reaches_the_provider_reencoded_and_changes_the_picture() {
+async fn u1_generation_with_references_reaches_the_provider_reencoded_and_changes_the_picture() {
     // The local renderer.
     let app = spawn_app().await;
     let user = app.onboarded_user().await;
@@ -581,6 +581,30 @@ async fn generation_with_references_reaches_the_provider_reencoded_and_changes_t
         "upload_not_found"
     );
     assert_eq!(app.assert_ledger_consistent(&stranger).await, 10);
+
+    // A reference deleted before the job ran: the job fails, refunded, and nothing is sent.
+    let before = app.balance(&user).await;
+    let gone = app.ready_upload(&user, png(20, 20, [5, 5, 5])).await;
+    let job = app
+        .create(
+            &user,
+            json!({"prompt": "too late", "size": "1024x1024", "quality": "low", "n": 1, "reference_ids": [gone]}),
+        )
+        .await;
+    let resp = app
+        .send(
+            Method::DELETE,
+            &format!("/v1/uploads/{gone}"),
+            Some(&user),
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 204);
+    app.drain().await;
+    let failed = app.job(&user, &job).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["failure"]["code"], "reference_missing");
+    assert_eq!(app.balance(&user).await, before);
 
     // A server speaking the OpenAI wire format receives the re-encoded copy on /images/edits.
     let stub = OpenAiStub::start(vec![StubReply::Images]).await;
@@ -685,8 +709,10 @@ async fn g1_images_are_private_by_default_and_publishing_is_revocable() {
         404
     );
 
-    // Suspension takes it out; restoring brings it back.
+    // Suspension takes it out; restoring brings it back. A suspended account cannot publish
+    // anew, but may change its settings.
     app.patch_image(&user, &id, json!({"public": true})).await;
+    let private = app.image_of_new_generation(&user, "kept private").await;
     let admin = app.admin().await;
     let path = format!("/v1/admin/users/{}/suspension", user.sub);
     let resp = app
@@ -699,10 +725,75 @@ async fn g1_images_are_private_by_default_and_publishing_is_revocable() {
         .await;
     assert_eq!(resp.status(), 204);
     assert!(!app.gallery_ids().await.contains(&id));
-    let resp = app.patch_image(&user, &id, json!({"public": true})).await;
+    assert_eq!(
+        app.anonymous(&format!("/v1/gallery/{id}")).await.status(),
+        404
+    );
+    let resp = app
+        .patch_image(&user, &private, json!({"public": true}))
+        .await;
     assert_eq!(problem_code(resp, 403).await, "account_suspended");
+    let resp = app
+        .patch_image(&user, &id, json!({"copy_protected": true}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert!(!app.gallery_ids().await.contains(&id), "still not listed");
     app.send(Method::DELETE, &path, Some(&admin), None).await;
     assert!(app.gallery_ids().await.contains(&id), "restored");
+    let back: Value = app
+        .anonymous(&format!("/v1/gallery/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        back["variant"], "preview",
+        "restored as it is now: protected"
+    );
+
+    // A child-account report suspends at once: out of the gallery too.
+    let reporter = app.onboarded_user().await;
+    let resp = app
+        .send(
+            Method::POST,
+            "/v1/reports/child-account",
+            Some(&reporter),
+            Some(json!({"user_id": user.sub})),
+        )
+        .await;
+    assert_eq!(resp.status(), 202);
+    assert!(!app.gallery_ids().await.contains(&id));
+    let report = app.get_json("/v1/admin/reports", &admin).await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resp = app
+        .send(
+            Method::POST,
+            &format!("/v1/admin/reports/{report}/dismiss"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert!(app.gallery_ids().await.contains(&id), "dismissed: restored");
+
+    // Even if removing the entries failed, the gallery checks each owner as it reads: a
+    // suspension written behind its back hides the image all the same.
+    app.suspend_behind_the_back(&user).await;
+    assert!(!app.gallery_ids().await.contains(&id));
+    assert_eq!(
+        app.anonymous(&format!("/v1/gallery/{id}")).await.status(),
+        404
+    );
+    assert_eq!(
+        app.get(&format!("/v1/images/{id}"), &stranger)
+            .await
+            .status(),
+        404
+    );
+    app.send(Method::DELETE, &path, Some(&admin), None).await;
+    assert!(app.gallery_ids().await.contains(&id));
 
     // Deleting the image, or its generation, takes it out too.
     let resp = app
@@ -777,9 +868,11 @@ async fn g2_copy_protected_images_give_others_only_a_watermarked_preview() {
         .await
         .unwrap();
     assert_eq!(public["variant"], "preview");
+    let shown_url = public["url"].as_str().unwrap().to_string();
+    assert!(shown_url.contains("/public/"), "{public}");
     assert!(
-        public["url"].as_str().unwrap().contains("/previews/"),
-        "{public}"
+        !public.to_string().contains(&user.sub),
+        "no owner id: {public}"
     );
     let preview = fetch(public["url"].as_str().unwrap()).await;
     let preview = image::load_from_memory(&preview).unwrap();
@@ -805,7 +898,16 @@ async fn g2_copy_protected_images_give_others_only_a_watermarked_preview() {
     // Every other path for anyone else: the image route shows the preview, downloads refused.
     let seen = app.get_json(&format!("/v1/images/{id}"), &stranger).await;
     assert_eq!(seen["variant"], "preview");
-    assert!(seen["url"].as_str().unwrap().contains("/previews/"));
+    assert!(seen["url"].as_str().unwrap().contains("/public/"));
+    assert!(!seen.to_string().contains(&user.sub));
+    // Nor through the generation (its id is in the image id).
+    let (job, _) = id.split_once('-').unwrap();
+    assert_eq!(
+        app.get(&format!("/v1/generations/{job}"), &stranger)
+            .await
+            .status(),
+        404
+    );
     for body in [
         None,
         Some(json!({"variant": "original"})),
@@ -828,7 +930,11 @@ async fn g2_copy_protected_images_give_others_only_a_watermarked_preview() {
         .iter()
         .find(|i| i["id"] == id.as_str())
         .unwrap();
-    assert!(entry["url"].as_str().unwrap().contains("/previews/"));
+    assert!(entry["url"].as_str().unwrap().contains("/public/"));
+    assert!(
+        !feed.to_string().contains(&user.sub),
+        "no owner id in the feed"
+    );
 
     // The owner downloads the original.
     let resp = app
@@ -848,12 +954,50 @@ async fn g2_copy_protected_images_give_others_only_a_watermarked_preview() {
         (original.width(), original.height())
     );
 
-    // Unpublished: the preview object goes.
-    let (job, index) = id.split_once('-').unwrap();
-    let previews = shared::objects::preview_prefix(&user.sub, job, index.parse().unwrap());
-    assert_eq!(app.app().objects.list(&previews).await.unwrap().len(), 1);
-    app.patch_image(&user, &id, json!({"public": false})).await;
-    assert!(app.app().objects.list(&previews).await.unwrap().is_empty());
+    // Protection lifted while public: the preview gives way to a copy of the original, and
+    // goes; unpublished: that copy goes too.
+    let public_copies = || async { app.app().objects.list("public/").await.unwrap() };
+    let preview_key = shown_url
+        .split("/public/")
+        .nth(1)
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(public_copies()
+        .await
+        .contains(&format!("public/{preview_key}")));
+    app.patch_image(&user, &id, json!({"copy_protected": false}))
+        .await;
+    let copies = public_copies().await;
+    assert!(
+        !copies.contains(&format!("public/{preview_key}")),
+        "{copies:?}"
+    );
+    let plain: Value = app
+        .anonymous(&format!("/v1/gallery/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(plain["variant"], "original");
+    let copy_key = format!(
+        "public/{}",
+        plain["url"]
+            .as_str()
+            .unwrap()
+            .split("/public/")
+            .nth(1)
+            .unwrap()
+            .split('?')
+            .next()
+            .unwrap()
+    );
+    assert!(public_copies().await.contains(&copy_key));
+    app.patch_image(&user, &id, json!({"public": false, "copy_protected": true}))
+        .await;
+    assert!(!public_copies().await.contains(&copy_key));
     // Protection kept, but private again: nobody else sees anything.
     assert_eq!(
         app.get(&format!("/v1/images/{id}"), &stranger)

@@ -585,6 +585,30 @@ impl TestApp {
         scan_table(&self.stack.sdk, &self.stack.resources.table_name).await
     }
 
+    /// Suspends `user` with a plain write to the profile, behind the application's back (no
+    /// gallery update): what a failed follow-up leaves.
+    pub async fn suspend_behind_the_back(&self, user: &User) {
+        aws_sdk_dynamodb::Client::new(&self.stack.sdk)
+            .update_item()
+            .table_name(&self.stack.resources.table_name)
+            .key(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("USER#{}", user.sub)),
+            )
+            .key(
+                "sk",
+                aws_sdk_dynamodb::types::AttributeValue::S("PROFILE".into()),
+            )
+            .update_expression("SET suspension_reason = :r")
+            .expression_attribute_values(
+                ":r",
+                aws_sdk_dynamodb::types::AttributeValue::S("test".into()),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+
     /// Every object key of this test's bucket.
     pub async fn all_objects(&self) -> Vec<String> {
         self.app().objects.list("").await.unwrap()

@@ -261,33 +261,39 @@ fn r1_template_lifecycle_never_expires_content_before_its_retention() {
         .as_sequence()
         .unwrap();
     let guarded: Vec<&Value> = rules.iter().filter_map(|r| intrinsic(r, "If")).collect();
-    assert_eq!(guarded.len(), 1, "the backstop rule is wrapped in Fn::If");
-    let branches = guarded[0];
-    assert_eq!(s(&branches[0]), "KeepUntilDeleted");
+    // The backstops: content under users/, and the public copies of published images.
+    let mut prefixes = vec![];
+    for branches in guarded {
+        assert_eq!(s(&branches[0]), "KeepUntilDeleted");
+        assert_eq!(
+            ref_name(&branches[1]).as_deref(),
+            Some("AWS::NoValue"),
+            "no backstop rule under until_deleted"
+        );
+        // Tagged objects only (a legal hold untags what it covers), retention + 2.
+        let rule = &branches[2];
+        assert_eq!(s(&rule["Status"]), "Enabled");
+        prefixes.push(s(&rule["Prefix"]));
+        let tags: Vec<(String, String)> = rule["TagFilters"]
+            .as_sequence()
+            .expect("the backstop filters on a tag")
+            .iter()
+            .map(|f| (s(&f["Key"]), s(&f["Value"])))
+            .collect();
+        let (key, value) = shared::objects::BACKSTOP_TAG;
+        assert_eq!(tags, vec![(key.to_string(), value.to_string())]);
+        let lookup = intrinsic(&rule["ExpirationInDays"], "FindInMap")
+            .expect("the backstop's expiry comes from ContentBackstop");
+        assert_eq!(s(&lookup[0]), "ContentBackstop");
+        assert_eq!(ref_name(&lookup[1]).as_deref(), Some("RetentionDays"));
+        assert_eq!(s(&lookup[2]), "Days");
+    }
+    prefixes.sort();
     assert_eq!(
-        ref_name(&branches[1]).as_deref(),
-        Some("AWS::NoValue"),
-        "no backstop rule under until_deleted"
+        prefixes,
+        ["public/", "users/"],
+        "each backstop is wrapped in Fn::If"
     );
-
-    // The backstop: tagged content only (a legal hold untags what it covers), retention + 2.
-    let rule = &branches[2];
-    assert_eq!(s(&rule["Id"]), "content-backstop");
-    assert_eq!(s(&rule["Status"]), "Enabled");
-    assert_eq!(s(&rule["Prefix"]), "users/");
-    let tags: Vec<(String, String)> = rule["TagFilters"]
-        .as_sequence()
-        .expect("the backstop filters on a tag")
-        .iter()
-        .map(|f| (s(&f["Key"]), s(&f["Value"])))
-        .collect();
-    let (key, value) = shared::objects::BACKSTOP_TAG;
-    assert_eq!(tags, vec![(key.to_string(), value.to_string())]);
-    let lookup = intrinsic(&rule["ExpirationInDays"], "FindInMap")
-        .expect("the backstop's expiry comes from ContentBackstop");
-    assert_eq!(s(&lookup[0]), "ContentBackstop");
-    assert_eq!(ref_name(&lookup[1]).as_deref(), Some("RetentionDays"));
-    assert_eq!(s(&lookup[2]), "Days");
 
     // No other rule expires anything.
     for r in rules.iter().filter(|r| intrinsic(r, "If").is_none()) {

@@ -225,21 +225,36 @@ pub struct StoredImage {
     pub copy_protected: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_at: Option<String>,
-    /// The reduced, watermarked copy shown to others while public and copy-protected.
+    /// What others see while it is public: a copy of the original, or (copy-protected) the
+    /// reduced, watermarked preview; stored under `public/<token>/`, a key that names neither
+    /// the owner nor anything guessable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preview: Option<Preview>,
+    pub shown: Option<Shown>,
     /// Deleted on its own (`DELETE /v1/images/{id}`): hidden, its objects in the pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<String>,
 }
 
-/// A copy-protected image's preview object.
+/// The public copy of a published image.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Preview {
+pub struct Shown {
     pub key: String,
+    /// `original` (a copy of it) or `preview` (copy-protected).
+    pub variant: String,
     pub width: u32,
     pub height: u32,
+    pub format: String,
     pub bytes: u64,
+}
+
+impl Shown {
+    /// The prefix its deletion removes: `public/<token>/`.
+    pub fn prefix(&self) -> String {
+        match self.key.rsplit_once('/') {
+            Some((dir, _)) => format!("{dir}/"),
+            None => self.key.clone(),
+        }
+    }
 }
 
 /// The id of image `index` of generation `job_id`.

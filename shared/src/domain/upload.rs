@@ -206,15 +206,10 @@ fn check_end(bytes: &[u8], declared: UploadType) -> Result<(), Invalid> {
             }
         }
         UploadType::Jpeg => {
-            if bytes.ends_with(&[0xFF, 0xD9]) {
-                Ok(())
-            } else {
-                match find_last(bytes, &[0xFF, 0xD9]) {
-                    Some(i) => Err(trailing(bytes.len() - i - 2)),
-                    None => Err(reject(
-                        "the JPEG image is truncated (no end-of-image marker)",
-                    )),
-                }
+            let end = jpeg_end(bytes)?;
+            match bytes.len() - end {
+                0 => Ok(()),
+                n => Err(trailing(n)),
             }
         }
         UploadType::Webp => {
@@ -232,8 +227,50 @@ fn check_end(bytes: &[u8], declared: UploadType) -> Result<(), Invalid> {
     }
 }
 
-fn find_last(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).rposition(|w| w == needle)
+/// Where a JPEG's end-of-image marker ends: its segments walked from the start (each marker's
+/// length, the entropy-coded data after each start-of-scan up to the next marker), so an `FFD9`
+/// hidden after appended data is not mistaken for the end.
+fn jpeg_end(bytes: &[u8]) -> Result<usize, Invalid> {
+    let truncated = || reject("the JPEG image is truncated (no end-of-image marker)");
+    let mut i = 2;
+    loop {
+        if bytes.get(i) != Some(&0xFF) {
+            return Err(if i >= bytes.len() {
+                truncated()
+            } else {
+                reject("the JPEG image is corrupt")
+            });
+        }
+        while bytes.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let marker = *bytes.get(i).ok_or_else(truncated)?;
+        i += 1;
+        match marker {
+            0xD9 => return Ok(i),
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {
+                let len = bytes
+                    .get(i..i + 2)
+                    .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+                    .ok_or_else(truncated)?;
+                i += len;
+                if marker == 0xDA {
+                    // Entropy-coded data: up to the next marker (FF00 is a data byte, FFD0-D7
+                    // restart markers stay inside the scan).
+                    loop {
+                        match (bytes.get(i), bytes.get(i + 1)) {
+                            (Some(0xFF), Some(0x00)) => i += 2,
+                            (Some(0xFF), Some(0xD0..=0xD7)) => i += 2,
+                            (Some(0xFF), Some(_)) => break,
+                            (Some(_), _) => i += 1,
+                            (None, _) => return Err(truncated()),
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -297,6 +334,18 @@ mod tests {
         let mut zip = bytes.clone();
         zip.extend_from_slice(b"PK\x03\x04 hidden archive");
         assert!(sanitize(&zip, UploadType::Png, 1 << 20)
+            .unwrap_err()
+            .detail
+            .contains("follow the end"));
+        // A JPEG with an archive appended that itself ends in an end-of-image marker.
+        let mut jpeg = Vec::new();
+        RgbImage::from_pixel(16, 16, Rgb([9, 9, 9]))
+            .write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+            .unwrap();
+        assert!(sanitize(&jpeg, UploadType::Jpeg, 1 << 20).is_ok());
+        let mut sly = jpeg.clone();
+        sly.extend_from_slice(b"PK\x03\x04 archive \xFF\xD9");
+        assert!(sanitize(&sly, UploadType::Jpeg, 1 << 20)
             .unwrap_err()
             .detail
             .contains("follow the end"));

@@ -144,8 +144,12 @@ async fn work(
                 ),
             }
         }
-        // Gallery entries live outside the account's partition (normally gone at deactivation).
+        // Gallery entries and public copies live outside the account's partition and prefix
+        // (the entries normally left at deactivation).
         app.store.sync_gallery(&record.user_id).await?;
+        for prefix in app.store.public_copies(&record.user_id).await? {
+            app.objects.delete_prefix(&prefix).await?;
+        }
         let keep_until = legal_keep_until(app, now);
         let mut erased = app
             .store

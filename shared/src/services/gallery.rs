@@ -28,8 +28,12 @@ pub async fn list(
         })
         .transpose()?;
     let (entries, last) = app.store.list_gallery(limit, start).await?;
+    // Only accounts in good standing: an entry whose removal at a suspension or deletion
+    // failed is never shown.
+    let owners: Vec<String> = entries.iter().map(|e| e.owner.clone()).collect();
+    let listed = app.store.listed_owners(&owners).await?;
     let mut items = Vec::with_capacity(entries.len());
-    for e in &entries {
+    for e in entries.iter().filter(|e| listed.contains(&e.owner)) {
         items.push(public_view(app, e).await?);
     }
     Ok(Page {
@@ -44,7 +48,15 @@ pub async fn get(app: &App, id: &str) -> Result<PublicImageView, ApiError> {
         return Err(ApiError::not_found("image"));
     }
     match app.store.gallery_entry(id).await? {
-        Some(e) => public_view(app, &e).await,
-        None => Err(ApiError::not_found("image")),
+        Some(e)
+            if app
+                .store
+                .listed_owners(std::slice::from_ref(&e.owner))
+                .await?
+                .contains(&e.owner) =>
+        {
+            public_view(app, &e).await
+        }
+        _ => Err(ApiError::not_found("image")),
     }
 }

@@ -9,10 +9,10 @@ use tracing::instrument;
 
 use crate::app::App;
 use crate::domain::cursor;
-use crate::domain::generation::{image_id, parse_image_id, Job, JobStatus, Preview, StoredImage};
+use crate::domain::generation::{image_id, parse_image_id, Job, JobStatus, Shown, StoredImage};
 use crate::error::ApiError;
 use crate::http::Caller;
-use crate::objects::preview_prefix;
+use crate::objects::public_prefix;
 use crate::services::accounts::require_onboarded;
 use crate::services::deletion;
 use crate::services::generations::{parse_limit, Page};
@@ -106,8 +106,16 @@ async fn find(app: &App, caller: &Caller, id: &str) -> Result<Found, ApiError> {
         return Ok(Found::Own(job, index));
     }
     match app.store.gallery_entry(id).await? {
-        Some(e) => Ok(Found::Public(e)),
-        None => Err(ApiError::not_found("image")),
+        Some(e)
+            if app
+                .store
+                .listed_owners(std::slice::from_ref(&e.owner))
+                .await?
+                .contains(&e.owner) =>
+        {
+            Ok(Found::Public(e))
+        }
+        _ => Err(ApiError::not_found("image")),
     }
 }
 
@@ -147,7 +155,7 @@ pub struct PatchBody {
 
 /// `PATCH /v1/images/{id}` `{public, copy_protected}` (owner only). Publishing is explicit and
 /// revocable (G1): unpublishing removes the image from the gallery in the same transaction, and
-/// its preview within one sweep.
+/// its public copy within one sweep (at once, normally).
 #[instrument(skip_all, fields(user_id = %caller.user_id, image = %id))]
 pub async fn patch(
     app: &App,
@@ -165,14 +173,17 @@ pub async fn patch(
     }
     let user_id = caller.user_id.as_str();
     let (job_id, index) = parse_image_id(id).ok_or_else(|| ApiError::not_found("image"))?;
-    if body.public == Some(true) && profile.suspension.is_some() {
-        return Err(not_listed());
-    }
+    // A suspended account keeps its settings but is not listed (its entries come back when it
+    // is restored); it cannot publish anew.
+    let listed = profile.suspension.is_none();
     for _ in 0..3 {
         let job = own_image(app, user_id, job_id, index)
             .await?
             .ok_or_else(|| ApiError::not_found("image"))?;
         let old = &job.images[index];
+        if body.public == Some(true) && !old.public && !listed {
+            return Err(not_listed());
+        }
         let mut new = old.clone();
         new.public = body.public.unwrap_or(old.public);
         new.copy_protected = body.copy_protected.unwrap_or(old.copy_protected);
@@ -181,25 +192,37 @@ pub async fn patch(
             (false, true) => Some(now.to_rfc3339()),
             (true, true) => old.published_at.clone(),
         };
-        let needs_preview = new.public && new.copy_protected;
-        let mut record = None;
-        if needs_preview && new.preview.is_none() {
-            new.preview = Some(make_preview(app, user_id, &job, index, old).await?);
-        } else if !needs_preview && old.preview.is_some() {
-            // G1: a derived copy no longer shown goes within one sweep (at once, normally).
-            new.preview = None;
-            record = Some(DeletionRecord::image(
-                user_id,
-                &job.id,
-                index,
-                true,
-                "unpublished",
-                now,
-            ));
+        // What others see while it is public: a copy of the original, or the preview.
+        let wanted = new.public.then_some(if new.copy_protected {
+            "preview"
+        } else {
+            "original"
+        });
+        let mut made = None;
+        let mut gone = vec![];
+        match (wanted, &old.shown) {
+            (Some(v), Some(s)) if s.variant == v => {}
+            (Some(v), _) => {
+                let shown = make_shown(app, user_id, &job, index, old, v).await?;
+                made = Some(shown.prefix());
+                new.shown = Some(shown);
+                gone.extend(old.shown.as_ref().map(|s| s.prefix()));
+            }
+            (None, _) => {
+                new.shown = None;
+                gone.extend(old.shown.as_ref().map(|s| s.prefix()));
+            }
         }
-        let entry = new
-            .public
-            .then(|| GalleryEntry::of(user_id, &job.id, index, &new, &job.created_at.to_rfc3339()));
+        // G1: a public copy no longer shown goes through the pipeline.
+        let record = (!gone.is_empty()).then(|| {
+            DeletionRecord::generation_objects(user_id, &job.id, gone, "unpublished", now)
+        });
+        let entry = match (new.public, listed) {
+            (true, true) => {
+                GalleryEntry::of(user_id, &job.id, index, &new, &job.created_at.to_rfc3339())
+            }
+            _ => None,
+        };
         let seen = job.updated_at.to_rfc3339();
         let change = ImageChange {
             user_id,
@@ -210,7 +233,17 @@ pub async fn patch(
             entry,
             record: record.as_ref(),
         };
-        match app.store.change_image(change, now).await? {
+        let outcome = app.store.change_image(change, now).await?;
+        if outcome != Changed::Applied {
+            // The copy just made is named by nothing: removed now (the lifecycle backstop
+            // covers a failure here).
+            if let Some(prefix) = &made {
+                if let Err(e) = app.objects.delete_prefix(prefix).await {
+                    tracing::warn!(error = ?e, "unused public copy left to the backstop");
+                }
+            }
+        }
+        match outcome {
             Changed::Applied => {
                 if let Some(r) = &record {
                     deletion::execute_now(app, r, now).await;
@@ -239,34 +272,57 @@ fn not_listed() -> ApiError {
     )
 }
 
-/// Renders and stores the preview of image `index` (G2).
-async fn make_preview(
+/// Makes the public copy of image `index` (G1, G2): a copy of the original, or its preview,
+/// under a fresh random key.
+async fn make_shown(
     app: &App,
     user_id: &str,
     job: &Job,
     index: usize,
     img: &StoredImage,
-) -> Result<Preview, ApiError> {
+    variant: &str,
+) -> Result<Shown, ApiError> {
     let original =
         app.objects.get(&img.key).await?.ok_or_else(|| {
             ApiError::Internal(anyhow::anyhow!("image object {} missing", img.key))
         })?;
-    let (bytes, width, height) =
-        tokio::task::spawn_blocking(move || crate::domain::preview::render(&original))
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))??;
-    let key = format!("{}preview.jpg", preview_prefix(user_id, &job.id, index));
+    let (bytes, width, height, format, ext, content_type) = if variant == "preview" {
+        let (bytes, w, h) =
+            tokio::task::spawn_blocking(move || crate::domain::preview::render(&original))
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))??;
+        (bytes, w, h, "jpeg".to_string(), "jpg", "image/jpeg")
+    } else {
+        let format = crate::domain::generation::OutputFormat::parse(&img.format)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
+        (
+            original,
+            img.width,
+            img.height,
+            img.format.clone(),
+            format.extension(),
+            format.content_type(),
+        )
+    };
+    let token = hex::encode(rand::random::<[u8; 16]>());
+    let key = format!(
+        "{}{}.{ext}",
+        public_prefix(&token),
+        image_id(&job.id, index)
+    );
     let backstop = !app
         .store
         .holds_in_force(Utc::now())
         .await?
         .covers(user_id, Some(&job.id));
     let size = bytes.len() as u64;
-    app.objects.put(&key, bytes, "image/jpeg", backstop).await?;
-    Ok(Preview {
+    app.objects.put(&key, bytes, content_type, backstop).await?;
+    Ok(Shown {
         key,
+        variant: variant.into(),
         width,
         height,
+        format,
         bytes: size,
     })
 }
@@ -287,7 +343,14 @@ pub async fn delete(
         let job = own_image(app, user_id, job_id, index)
             .await?
             .ok_or_else(|| ApiError::not_found("image"))?;
-        let record = DeletionRecord::image(user_id, job_id, index, false, "user_request", now);
+        let img = &job.images[index];
+        let mut prefixes = vec![format!(
+            "{}{index}.",
+            crate::objects::generation_prefix(user_id, job_id)
+        )];
+        prefixes.extend(img.shown.as_ref().map(|s| s.prefix()));
+        let record =
+            DeletionRecord::generation_objects(user_id, job_id, prefixes, "user_request", now);
         if app
             .store
             .delete_image(
@@ -357,10 +420,10 @@ pub async fn download(
     let (owner, generation_id, key, ext, by) = match find(app, caller, id).await? {
         Found::Own(job, index) => {
             let img = &job.images[index];
-            let (key, ext) = match (variant, &img.preview) {
+            let (key, ext) = match (variant, &img.shown) {
                 ("original", _) => (img.key.clone(), extension(&img.key)),
-                (_, Some(p)) => (p.key.clone(), "jpg".to_string()),
-                (_, None) => {
+                (_, Some(p)) if p.variant == "preview" => (p.key.clone(), "jpg".to_string()),
+                (_, _) => {
                     return Err(ApiError::client(
                         409,
                         "no_preview",

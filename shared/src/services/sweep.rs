@@ -378,6 +378,14 @@ async fn delete_stamped(
                 // Ended at the start of the run (`end_expired_holds`).
                 return Ok(());
             }
+            if let Some(user_id) = keys::user_from_pk(&due.pk) {
+                // R5: download history (C4) under a hold naming its owner stays; looked at
+                // again a day later, so it never crowds out the rest.
+                if due.sk.starts_with(keys::DOWNLOAD_PREFIX) && holds.names_user(user_id) {
+                    app.store.postpone(&due, now + Duration::days(1)).await?;
+                    return Ok(());
+                }
+            }
             if app.store.delete_if_due(&due, now).await? {
                 report.items_deleted += 1;
             }

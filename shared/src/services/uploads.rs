@@ -131,12 +131,13 @@ pub async fn create(
         ));
     }
     let kind = UploadType::parse(&body.content_type)?;
-    let size = parse_size(body.size).map_err(|_| {
-        ApiError::client(
+    let size = parse_size(body.size).map_err(|e| match body.size {
+        0 => ApiError::from(e),
+        _ => ApiError::client(
             413,
             "upload_too_large",
             format!("size must be 1 to {MAX_UPLOAD_BYTES} bytes"),
-        )
+        ),
     })?;
     let user_id = caller.user_id.as_str();
     let id = ulid::Ulid::from_datetime(now.into())
@@ -279,10 +280,20 @@ pub async fn delete(
     now: DateTime<Utc>,
 ) -> Result<(), ApiError> {
     require_onboarded(app, caller).await?;
-    visible(app, caller, id).await?;
+    let upload = visible(app, caller, id).await?;
+    let form_expires = DateTime::parse_from_rfc3339(&upload.upload_expires_at)
+        .ok()
+        .map(|t| t.with_timezone(&Utc));
     let record = app
         .store
-        .hide_upload(caller.user_id.as_str(), id, "user_request", None, now)
+        .hide_upload(
+            caller.user_id.as_str(),
+            id,
+            "user_request",
+            None,
+            form_expires,
+            now,
+        )
         .await?
         .ok_or_else(|| ApiError::not_found("upload"))?;
     deletion::execute_now(app, &record, now).await;
@@ -354,7 +365,7 @@ pub async fn expire(
 ) -> anyhow::Result<Option<deletion::Executed>> {
     match app
         .store
-        .hide_upload(user_id, id, "expiry", Some(now), now)
+        .hide_upload(user_id, id, "expiry", Some(now), None, now)
         .await?
     {
         Some(record) => Ok(Some(deletion::execute(app, &record.id, holds, now).await?)),

@@ -63,6 +63,11 @@ pub const REFERENCE_REASON: &str =
 async fn load_references(app: &App, job: &Job) -> anyhow::Result<Result<Vec<Vec<u8>>, String>> {
     let mut refs = Vec::with_capacity(job.settings.reference_ids.len());
     for id in &job.settings.reference_ids {
+        // Deleted or expired meanwhile (its objects perhaps kept by a hold): not used.
+        match app.store.get_upload(&job.user_id, id).await? {
+            Some(u) if u.deleted_at.is_none() && u.status == crate::store::UPLOAD_READY => {}
+            _ => return Ok(Err(id.clone())),
+        }
         let key = crate::services::uploads::reference_key(&job.user_id, id);
         match app.objects.get(&key).await? {
             Some(bytes) => refs.push(bytes),

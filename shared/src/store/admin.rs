@@ -410,10 +410,15 @@ impl Store {
             now,
         )?);
         items.extend(self.audit_items(audit, keep_until)?);
-        Ok(matches!(
+        let committed = matches!(
             transact(&self.client, "file child report", items).await?,
             TxnOutcome::Committed
-        ))
+        );
+        if committed {
+            // G1: a suspended account's images leave the gallery at once.
+            self.follow_gallery(&report.reported_user).await;
+        }
+        Ok(committed)
     }
 
     pub async fn get_child_report(&self, id: &str) -> anyhow::Result<Option<ChildReport>> {

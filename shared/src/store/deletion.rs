@@ -107,6 +107,13 @@ impl DeletionRecord {
             });
         }
         r.prefixes.push(generation_prefix(&job.user_id, &job.id));
+        // The public copies of its published images.
+        r.prefixes.extend(
+            job.images
+                .iter()
+                .filter_map(|i| i.shown.as_ref())
+                .map(|s| s.prefix()),
+        );
         // Only a running job has a worker that may still write (a queued one, once cancelled,
         // can no longer be claimed).
         if job.status == crate::domain::generation::JobStatus::Running {
@@ -125,8 +132,20 @@ impl DeletionRecord {
     }
 
     /// A reference upload: its item and its objects (R2). A hold on its owner keeps it.
-    pub fn upload(user_id: &str, upload_id: &str, reason: &str, now: DateTime<Utc>) -> Self {
+    ///
+    /// While its upload form still works (`form_expires`), a client may send the file again:
+    /// the record looks once more after that.
+    pub fn upload(
+        user_id: &str,
+        upload_id: &str,
+        reason: &str,
+        form_expires: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Self {
         let mut r = Self::base(reason, user_id, now);
+        r.recheck_at = form_expires
+            .filter(|at| *at > now)
+            .map(|at| (at + Duration::minutes(1)).timestamp());
         r.items.push(ItemRef {
             pk: user_pk(user_id),
             sk: keys::upload_sk(upload_id),
@@ -137,25 +156,18 @@ impl DeletionRecord {
         r
     }
 
-    /// One image of a generation (its object and its preview), or only a preview that is no
-    /// longer shown. The generation's hold keeps it.
-    pub fn image(
+    /// Objects of one generation no longer needed: one deleted image (its object and public
+    /// copy), or a public copy no longer shown. The generation's hold keeps them.
+    pub fn generation_objects(
         user_id: &str,
         job_id: &str,
-        index: usize,
-        preview_only: bool,
+        prefixes: Vec<String>,
         reason: &str,
         now: DateTime<Utc>,
     ) -> Self {
         let mut r = Self::base(reason, user_id, now);
         r.generation_id = Some(job_id.into());
-        if !preview_only {
-            // `<n>.` : the image's own object and nothing else of the generation.
-            r.prefixes
-                .push(format!("{}{index}.", generation_prefix(user_id, job_id)));
-        }
-        r.prefixes
-            .push(crate::objects::preview_prefix(user_id, job_id, index));
+        r.prefixes = prefixes;
         r
     }
 

@@ -43,6 +43,13 @@ pub struct Erased {
 }
 
 impl Store {
+    /// [`Store::sync_gallery`] after a committed change of the account, logged on failure.
+    pub(crate) async fn follow_gallery(&self, user_id: &str) {
+        if let Err(e) = self.sync_gallery(user_id).await {
+            tracing::error!(error = ?e, "gallery entries not yet following the account");
+        }
+    }
+
     /// The profile update that suspends an account, as a transaction item.
     ///
     /// With `keep_existing`, an account already suspended keeps its reason (a child report
@@ -123,8 +130,9 @@ impl Store {
         );
         if committed {
             // G1: a suspended account's images leave the gallery at once; a restored one's
-            // come back.
-            self.sync_gallery(user_id).await?;
+            // come back. The gallery also checks each owner when it reads, so a failure here
+            // never shows a suspended account's images.
+            self.follow_gallery(user_id).await;
         }
         Ok(committed)
     }
@@ -147,8 +155,9 @@ impl Store {
         );
         if committed {
             // G1: a suspended account's images leave the gallery at once; a restored one's
-            // come back.
-            self.sync_gallery(user_id).await?;
+            // come back. The gallery also checks each owner when it reads, so a failure here
+            // never shows a suspended account's images.
+            self.follow_gallery(user_id).await;
         }
         Ok(committed)
     }
@@ -207,8 +216,9 @@ impl Store {
             TxnOutcome::Committed
         );
         if committed {
-            // Its images leave the public gallery at once (the erasure checks again).
-            self.sync_gallery(user_id).await?;
+            // Its images leave the public gallery at once (the erasure checks again, and the
+            // gallery checks each owner when it reads).
+            self.follow_gallery(user_id).await;
         }
         Ok(committed)
     }

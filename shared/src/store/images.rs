@@ -26,7 +26,8 @@ pub struct GalleryEntry {
     pub owner: String,
     pub generation_id: String,
     pub index: usize,
-    /// The object shown: the original, or the preview when copy-protected.
+    /// The object shown: the public copy of the original, or the preview when copy-protected
+    /// (never a key under the owner's prefix).
     pub key: String,
     pub width: u32,
     pub height: u32,
@@ -37,30 +38,28 @@ pub struct GalleryEntry {
 }
 
 impl GalleryEntry {
+    /// The entry of a published image: `None` without a public copy.
     pub fn of(
         owner: &str,
         job_id: &str,
         index: usize,
         img: &StoredImage,
         created_at: &str,
-    ) -> Self {
-        let (key, width, height, format) = match (&img.preview, img.copy_protected) {
-            (Some(p), true) => (p.key.clone(), p.width, p.height, "jpeg".to_string()),
-            _ => (img.key.clone(), img.width, img.height, img.format.clone()),
-        };
-        Self {
+    ) -> Option<Self> {
+        let shown = img.shown.as_ref()?;
+        Some(Self {
             image_id: image_id(job_id, index),
             owner: owner.into(),
             generation_id: job_id.into(),
             index,
-            key,
-            width,
-            height,
-            format,
-            copy_protected: img.copy_protected,
+            key: shown.key.clone(),
+            width: shown.width,
+            height: shown.height,
+            format: shown.format.clone(),
+            copy_protected: shown.variant == "preview",
             published_at: img.published_at.clone().unwrap_or_default(),
             created_at: created_at.into(),
-        }
+        })
     }
 }
 
@@ -74,7 +73,7 @@ pub struct ImageChange<'a> {
     pub image: &'a StoredImage,
     /// The gallery entry to write when the image is public.
     pub entry: Option<GalleryEntry>,
-    /// Objects no longer needed (a preview), removed through the pipeline.
+    /// Objects no longer needed (a public copy), removed through the pipeline.
     pub record: Option<&'a DeletionRecord>,
 }
 
@@ -173,13 +172,13 @@ impl Store {
             .expression_attribute_values(":now", s(now.to_rfc3339()))
             .expression_attribute_values(":seen", s(c.seen))
             .expression_attribute_values(":key", s(&c.image.key));
-        match &c.image.preview {
+        match &c.image.shown {
             Some(p) => {
-                set.push(format!("images[{i}].preview = :pv"));
-                update =
-                    update.expression_attribute_values(":pv", serde_dynamo::to_attribute_value(p)?);
+                set.push(format!("images[{i}].shown = :shown"));
+                update = update
+                    .expression_attribute_values(":shown", serde_dynamo::to_attribute_value(p)?);
             }
-            None => remove.push(format!("images[{i}].preview")),
+            None => remove.push(format!("images[{i}].shown")),
         }
         match &c.image.published_at {
             Some(at) => {
@@ -241,7 +240,7 @@ impl Store {
             .set_key(Some(key(user_pk(user_id), gen_sk(job_id))))
             .update_expression(format!(
                 "SET images[{i}].deleted_at = :now, images[{i}].#pub = :false, updated_at = :now \
-                 REMOVE images[{i}].published_at"
+                 REMOVE images[{i}].published_at, images[{i}].shown"
             ))
             .condition_expression(format!(
                 "attribute_not_exists(deleted_at) AND updated_at = :seen \
@@ -342,25 +341,21 @@ impl Store {
                     .await?;
                     continue;
                 }
-                let check = Update::builder()
+                let Some(entry) =
+                    GalleryEntry::of(user_id, &job.id, index, img, &job.created_at.to_rfc3339())
+                else {
+                    continue;
+                };
+                // The generation unchanged since read: a concurrent change (copy protection
+                // turned on, unpublished) must not be overwritten by this older view.
+                let check = ConditionCheck::builder()
                     .table_name(&self.table)
                     .set_key(Some(key(user_pk(user_id), gen_sk(&job.id))))
-                    // A no-op write that only holds the condition.
-                    .update_expression("SET updated_at = updated_at")
-                    .condition_expression(format!(
-                        "attribute_not_exists(deleted_at) AND images[{index}].#pub = :true \
-                         AND attribute_not_exists(images[{index}].deleted_at)"
-                    ))
-                    .expression_attribute_names("#pub", "public")
-                    .expression_attribute_values(
-                        ":true",
-                        aws_sdk_dynamodb::types::AttributeValue::Bool(true),
-                    )
+                    .condition_expression("attribute_not_exists(deleted_at) AND updated_at = :seen")
+                    .expression_attribute_values(":seen", s(job.updated_at.to_rfc3339()))
                     .build()?;
-                let entry =
-                    GalleryEntry::of(user_id, &job.id, index, img, &job.created_at.to_rfc3339());
                 let items = vec![
-                    TransactWriteItem::builder().update(check).build(),
+                    TransactWriteItem::builder().condition_check(check).build(),
                     self.gallery_put_item(&entry)?,
                     self.listed_check(user_id)?,
                 ];
@@ -369,6 +364,81 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Which of `owners` may be in the gallery now (active, not suspended): the gallery reads
+    /// this with every page, so an entry whose removal failed is never shown.
+    pub async fn listed_owners(
+        &self,
+        owners: &[String],
+    ) -> anyhow::Result<std::collections::HashSet<String>> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut listed = std::collections::HashSet::new();
+        let mut unique: Vec<&String> = owners.iter().collect();
+        unique.sort();
+        unique.dedup();
+        for chunk in unique.chunks(100) {
+            let keys = chunk
+                .iter()
+                .map(|o| key(user_pk(o), keys::PROFILE))
+                .collect::<Vec<_>>();
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .projection_expression("pk, deleted_at, suspension_reason")
+                    .build()?,
+            );
+            while let Some(req) = request.take() {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, req)
+                    .send()
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e).context("reading gallery owners"))?;
+                for item in out
+                    .responses()
+                    .and_then(|r| r.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    if !item.contains_key("deleted_at") && !item.contains_key("suspension_reason") {
+                        if let Some(owner) = item
+                            .get(keys::PK)
+                            .and_then(|v| v.as_s().ok())
+                            .and_then(|pk| keys::user_from_pk(pk))
+                        {
+                            listed.insert(owner.to_string());
+                        }
+                    }
+                }
+                request = out
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .cloned();
+            }
+        }
+        Ok(listed)
+    }
+
+    /// The prefixes of the user's public copies (account erasure removes them: they live
+    /// outside the user's prefix).
+    pub async fn public_copies(&self, user_id: &str) -> anyhow::Result<Vec<String>> {
+        let mut prefixes = Vec::new();
+        for item in self
+            .query_all(&user_pk(user_id), Some(GEN_PREFIX), None, "public copies")
+            .await?
+        {
+            let (job, _) = super::jobs::job_from_item(&item)?;
+            prefixes.extend(
+                job.images
+                    .iter()
+                    .filter_map(|i| i.shown.as_ref())
+                    .map(|s| s.prefix()),
+            );
+        }
+        Ok(prefixes)
     }
 
     pub async fn put_download(&self, owner: &str, d: &DownloadRecord) -> anyhow::Result<()> {

@@ -100,6 +100,22 @@ impl Store {
         .await
     }
 
+    /// Moves a stamped item's deletion time to `until` (an item kept by a hold).
+    pub async fn postpone(&self, item: &DueItem, until: DateTime<Utc>) -> anyhow::Result<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&item.pk, &item.sk)))
+            .update_expression("SET exp_at = :until")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":until", n(until.timestamp()))
+            .send()
+            .await;
+        super::applied(result, "postponing a held item")?;
+        Ok(())
+    }
+
     /// Deletes an item stamped with a deletion time if that time has come (the index may lag
     /// the table).
     pub async fn delete_if_due(&self, item: &DueItem, now: DateTime<Utc>) -> anyhow::Result<bool> {

@@ -159,9 +159,10 @@ impl Store {
         id: &str,
         reason: &str,
         due_by: Option<DateTime<Utc>>,
+        form_expires: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Option<DeletionRecord>> {
-        let record = DeletionRecord::upload(user_id, id, reason, now);
+        let record = DeletionRecord::upload(user_id, id, reason, form_expires, now);
         let mut hide = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), upload_sk(id))))
