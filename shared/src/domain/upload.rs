@@ -206,10 +206,18 @@ fn check_end(bytes: &[u8], declared: UploadType) -> Result<(), Invalid> {
             }
         }
         UploadType::Jpeg => {
-            let end = jpeg_end(bytes)?;
-            match bytes.len() - end {
-                0 => Ok(()),
-                n => Err(trailing(n)),
+            // Phones append more complete JPEGs after the first (MPF, Ultra HDR gain maps),
+            // and some writers pad with zeros: both are accepted, anything else is not.
+            let mut end = jpeg_end(bytes)?;
+            loop {
+                let rest = &bytes[end..];
+                if rest.iter().all(|b| *b == 0) {
+                    return Ok(());
+                }
+                match rest.starts_with(&[0xFF, 0xD8]).then(|| jpeg_end(rest)) {
+                    Some(Ok(n)) => end += n,
+                    _ => return Err(trailing(rest.len())),
+                }
             }
         }
         UploadType::Webp => {
@@ -343,6 +351,11 @@ mod tests {
             .write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
             .unwrap();
         assert!(sanitize(&jpeg, UploadType::Jpeg, 1 << 20).is_ok());
+        // Another complete JPEG appended (as phones do), and zero padding: accepted.
+        let mut mpf = jpeg.clone();
+        mpf.extend_from_slice(&jpeg);
+        mpf.extend_from_slice(&[0; 16]);
+        assert!(sanitize(&mpf, UploadType::Jpeg, 1 << 20).is_ok());
         let mut sly = jpeg.clone();
         sly.extend_from_slice(b"PK\x03\x04 archive \xFF\xD9");
         assert!(sanitize(&sly, UploadType::Jpeg, 1 << 20)

@@ -198,14 +198,34 @@ pub async fn patch(
         } else {
             "original"
         });
-        let mut made = None;
+        // A new copy is named by a deletion record before it is written, due in a while: the
+        // change's transaction removes that record; if the change does not commit (a
+        // conflict, an error, a crash), the record removes the copy.
+        let mut pending = None;
         let mut gone = vec![];
         match (wanted, &old.shown) {
             (Some(v), Some(s)) if s.variant == v => {}
             (Some(v), _) => {
-                let shown = make_shown(app, user_id, &job, index, old, v).await?;
-                made = Some(shown.prefix());
-                new.shown = Some(shown);
+                let token = hex::encode(rand::random::<[u8; 16]>());
+                let record = DeletionRecord::generation_objects(
+                    user_id,
+                    &job.id,
+                    vec![public_prefix(&token)],
+                    "unused_public_copy",
+                    now,
+                );
+                app.store
+                    .put_deletion_record(&record, now + chrono::Duration::minutes(15))
+                    .await?;
+                pending = Some(record);
+                let shown = make_shown(app, user_id, &job, index, old, v, &token).await;
+                new.shown = Some(match shown {
+                    Ok(s) => s,
+                    Err(e) => {
+                        deletion::execute_now(app, pending.as_ref().expect("set above"), now).await;
+                        return Err(e);
+                    }
+                });
                 gone.extend(old.shown.as_ref().map(|s| s.prefix()));
             }
             (None, _) => {
@@ -232,18 +252,16 @@ pub async fn patch(
             image: &new,
             entry,
             record: record.as_ref(),
+            pending_record: pending.as_ref().map(|r| r.id.as_str()),
         };
-        let outcome = app.store.change_image(change, now).await?;
-        if outcome != Changed::Applied {
-            // The copy just made is named by nothing: removed now (the lifecycle backstop
-            // covers a failure here).
-            if let Some(prefix) = &made {
-                if let Err(e) = app.objects.delete_prefix(prefix).await {
-                    tracing::warn!(error = ?e, "unused public copy left to the backstop");
-                }
+        let outcome = app.store.change_image(change, now).await;
+        if !matches!(outcome, Ok(Changed::Applied)) {
+            // The copy just made is not used: its record removes it now (or the sweep).
+            if let Some(r) = &pending {
+                deletion::execute_now(app, r, now).await;
             }
         }
-        match outcome {
+        match outcome? {
             Changed::Applied => {
                 if let Some(r) = &record {
                     deletion::execute_now(app, r, now).await;
@@ -274,6 +292,7 @@ fn not_listed() -> ApiError {
 
 /// Makes the public copy of image `index` (G1, G2): a copy of the original, or its preview,
 /// under a fresh random key.
+#[allow(clippy::too_many_arguments)]
 async fn make_shown(
     app: &App,
     user_id: &str,
@@ -281,6 +300,7 @@ async fn make_shown(
     index: usize,
     img: &StoredImage,
     variant: &str,
+    token: &str,
 ) -> Result<Shown, ApiError> {
     let original =
         app.objects.get(&img.key).await?.ok_or_else(|| {
@@ -304,12 +324,7 @@ async fn make_shown(
             format.content_type(),
         )
     };
-    let token = hex::encode(rand::random::<[u8; 16]>());
-    let key = format!(
-        "{}{}.{ext}",
-        public_prefix(&token),
-        image_id(&job.id, index)
-    );
+    let key = format!("{}{}.{ext}", public_prefix(token), image_id(&job.id, index));
     let backstop = !app
         .store
         .holds_in_force(Utc::now())

@@ -226,8 +226,19 @@ async fn check(app: &App, record: UploadRecord, now: DateTime<Utc>) -> anyhow::R
                 .map_err(|e| anyhow::anyhow!("stored content type: {e}"))?;
             let size = record.declared_size;
             // CPU-bound decoding stays off the async threads.
-            let checked =
-                tokio::task::spawn_blocking(move || sanitize(&bytes, declared, size)).await?;
+            // A decoder panic is the file's doing: rejected, not retried on every poll.
+            let checked = tokio::task::spawn_blocking(move || {
+                std::panic::catch_unwind(|| sanitize(&bytes, declared, size))
+            })
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| {
+                Err(crate::domain::Invalid::new(
+                    "upload_rejected",
+                    "the image could not be decoded",
+                ))
+            });
             match checked {
                 Ok(s) => {
                     let backstop = !app.store.holds_in_force(now).await?.covers(user_id, None);
@@ -250,17 +261,23 @@ async fn check(app: &App, record: UploadRecord, now: DateTime<Utc>) -> anyhow::R
             }
         }
     };
+    // Under a legal hold (R5) what was sent is evidence: kept until the hold ends (the
+    // upload's own deletion, parked meanwhile, removes it then).
+    let held = app.store.holds_in_force(now).await?.covers(user_id, None);
     match &outcome {
         // The file as sent is never kept: only its re-encoded copy.
-        Settled::Ready { .. } => {
+        Settled::Ready { .. } if !held => {
             app.objects.delete_prefix(&original).await?;
         }
         Settled::Rejected(reason) => {
             tracing::info!(reason = %reason, "upload rejected");
-            app.objects
-                .delete_prefix(&upload_prefix(user_id, &record.id))
-                .await?;
+            if !held {
+                app.objects
+                    .delete_prefix(&upload_prefix(user_id, &record.id))
+                    .await?;
+            }
         }
+        Settled::Ready { .. } => {}
     }
     if !app
         .store
@@ -268,6 +285,18 @@ async fn check(app: &App, record: UploadRecord, now: DateTime<Utc>) -> anyhow::R
         .await?
     {
         tracing::info!("upload settled or deleted meanwhile");
+        // Deleted while it was checked: its deletion may have run before the copy was
+        // written, so the copy goes now (under a hold, the parked record removes it later).
+        let deleted = app
+            .store
+            .get_upload(user_id, &record.id)
+            .await?
+            .is_none_or(|r| r.deleted_at.is_some());
+        if deleted && !held {
+            app.objects
+                .delete_prefix(&upload_prefix(user_id, &record.id))
+                .await?;
+        }
     }
     Ok(())
 }

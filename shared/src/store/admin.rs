@@ -267,30 +267,8 @@ impl Store {
         limit: i32,
         after_sk: Option<String>,
     ) -> anyhow::Result<(Vec<AuditRecord>, Option<String>)> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(AUDIT_PK))
-            .scan_index_forward(false)
-            .consistent_read(true)
-            .limit(limit)
-            .set_exclusive_start_key(after_sk.map(|sk| key(AUDIT_PK, sk)))
-            .send()
+        self.page(AUDIT_PK, None, limit, after_sk, "the audit log")
             .await
-            .context("listing the audit log")?;
-        let records = out
-            .items()
-            .iter()
-            .map(|i| serde_dynamo::from_item(i.clone()).context("stored audit record"))
-            .collect::<anyhow::Result<Vec<AuditRecord>>>()?;
-        let last = out
-            .last_evaluated_key()
-            .and_then(|k| k.get(keys::SK))
-            .and_then(|v| v.as_s().ok())
-            .cloned();
-        Ok((records, last))
     }
 
     /// Places a hold and audits it, in one transaction.

@@ -75,6 +75,9 @@ pub struct ImageChange<'a> {
     pub entry: Option<GalleryEntry>,
     /// Objects no longer needed (a public copy), removed through the pipeline.
     pub record: Option<&'a DeletionRecord>,
+    /// The record naming a public copy just made for this change: removed with it (the copy
+    /// is in use from then on).
+    pub pending_record: Option<&'a str>,
 }
 
 /// What became of a change.
@@ -208,6 +211,18 @@ impl Store {
         if let Some(record) = c.record {
             items.push(self.deletion_record_put(record, now)?);
         }
+        if let Some(id) = c.pending_record {
+            items.push(
+                TransactWriteItem::builder()
+                    .delete(
+                        Delete::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key(keys::deletion_pk(id), keys::RECORD)))
+                            .build()?,
+                    )
+                    .build(),
+            );
+        }
         Ok(match transact(&self.client, "change image", items).await? {
             TxnOutcome::Committed => Changed::Applied,
             // Which condition failed: the account's, or the generation's.
@@ -278,30 +293,8 @@ impl Store {
         limit: i32,
         after: Option<String>,
     ) -> anyhow::Result<(Vec<GalleryEntry>, Option<String>)> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(GALLERY_PK))
-            .scan_index_forward(false)
-            .consistent_read(true)
-            .limit(limit)
-            .set_exclusive_start_key(after.map(|sk| key(GALLERY_PK, sk)))
-            .send()
+        self.page(GALLERY_PK, None, limit, after, "the gallery")
             .await
-            .map_err(|e| anyhow::anyhow!(e).context("listing the gallery"))?;
-        let entries = out
-            .items()
-            .iter()
-            .map(|i| serde_dynamo::from_item(i.clone()).map_err(anyhow::Error::from))
-            .collect::<anyhow::Result<Vec<GalleryEntry>>>()?;
-        let last = out
-            .last_evaluated_key()
-            .and_then(|k| k.get(keys::SK))
-            .and_then(|v| v.as_s().ok())
-            .cloned();
-        Ok((entries, last))
     }
 
     /// Makes the gallery follow the account: a suspended or deleted account's images leave it;
@@ -417,6 +410,10 @@ impl Store {
                     .unprocessed_keys()
                     .and_then(|u| u.get(&self.table))
                     .cloned();
+                if request.is_some() {
+                    // Throttled: a short pause before asking for the rest.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
             }
         }
         Ok(listed)
@@ -464,30 +461,13 @@ impl Store {
         limit: i32,
         after: Option<String>,
     ) -> anyhow::Result<(Vec<DownloadRecord>, Option<String>)> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-            .expression_attribute_values(":pk", s(user_pk(owner)))
-            .expression_attribute_values(":p", s(DOWNLOAD_PREFIX))
-            .scan_index_forward(false)
-            .consistent_read(true)
-            .limit(limit)
-            .set_exclusive_start_key(after.map(|sk| key(user_pk(owner), sk)))
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!(e).context("listing downloads"))?;
-        let records = out
-            .items()
-            .iter()
-            .map(|i| serde_dynamo::from_item(i.clone()).map_err(anyhow::Error::from))
-            .collect::<anyhow::Result<Vec<DownloadRecord>>>()?;
-        let last = out
-            .last_evaluated_key()
-            .and_then(|k| k.get(keys::SK))
-            .and_then(|v| v.as_s().ok())
-            .cloned();
-        Ok((records, last))
+        self.page(
+            &user_pk(owner),
+            Some(DOWNLOAD_PREFIX),
+            limit,
+            after,
+            "downloads",
+        )
+        .await
     }
 }

@@ -694,8 +694,13 @@ impl Store {
             let mut update = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(user_pk(user_id), gen_sk(job_id))))
-                .condition_expression("#st = :st AND attribute_not_exists(deleted_at)")
+                // Unchanged since read: the record names the public copies it saw (an image
+                // published meanwhile would leave its copy unnamed).
+                .condition_expression(
+                    "#st = :st AND attribute_not_exists(deleted_at) AND updated_at = :seen",
+                )
                 .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":seen", s(job.updated_at.to_rfc3339()))
                 // A first-release item's TTL must not delete it under a hold.
                 .expression_attribute_names("#ttl", keys::TTL)
                 .expression_attribute_values(":st", s(job.status.as_str()))

@@ -167,6 +167,52 @@ impl Store {
 }
 
 /// A filter expression for [`Store::query_all`].
+impl Store {
+    /// One page of a partition (the items under `sk_prefix`, if given), newest first, read
+    /// strongly consistently: the records and the last sort key read (the cursor).
+    pub(crate) async fn page<T: serde::de::DeserializeOwned>(
+        &self,
+        pk: &str,
+        sk_prefix: Option<&str>,
+        limit: i32,
+        after_sk: Option<String>,
+        what: &'static str,
+    ) -> anyhow::Result<(Vec<T>, Option<String>)> {
+        use anyhow::Context;
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression(match sk_prefix {
+                Some(_) => "pk = :pk AND begins_with(sk, :prefix)",
+                None => "pk = :pk",
+            })
+            .expression_attribute_values(":pk", item::s(pk))
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(limit)
+            .set_exclusive_start_key(after_sk.map(|sk| item::key(pk, sk)));
+        if let Some(prefix) = sk_prefix {
+            req = req.expression_attribute_values(":prefix", item::s(prefix));
+        }
+        let out = req
+            .send()
+            .await
+            .with_context(|| format!("listing {what}"))?;
+        let records = out
+            .items()
+            .iter()
+            .map(|i| serde_dynamo::from_item(i.clone()).with_context(|| format!("stored {what}")))
+            .collect::<anyhow::Result<Vec<T>>>()?;
+        let last = out
+            .last_evaluated_key()
+            .and_then(|k| k.get(keys::SK))
+            .and_then(|v| v.as_s().ok())
+            .cloned();
+        Ok((records, last))
+    }
+}
+
 pub(crate) struct Filter<'a> {
     pub expression: &'a str,
     pub names: &'a [(&'a str, &'a str)],

@@ -100,16 +100,18 @@ impl Store {
         .await
     }
 
-    /// Moves a stamped item's deletion time to `until` (an item kept by a hold).
+    /// Moves a stamped item's deletion time (`exp_at`, and the `delete_at` shown to its owner)
+    /// to `until`: an item kept by a hold.
     pub async fn postpone(&self, item: &DueItem, until: DateTime<Utc>) -> anyhow::Result<()> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(&item.pk, &item.sk)))
-            .update_expression("SET exp_at = :until")
+            .update_expression("SET exp_at = :until, delete_at = :at")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":until", n(until.timestamp()))
+            .expression_attribute_values(":at", super::item::s(until.to_rfc3339()))
             .send()
             .await;
         super::applied(result, "postponing a held item")?;
