@@ -65,6 +65,7 @@ pub const ROUTES: &[Route] = &[
     r("PATCH", "/v1/me", Function::Account, true),
     r("DELETE", "/v1/me", Function::Account, true),
     r("GET", "/v1/me/deletion", Function::Account, true),
+    r("GET", "/v1/me/data", Function::Account, true),
     r("POST", "/v1/reports/child-account", Function::Account, true),
     r("POST", "/v1/generations", Function::Generations, true),
     r("GET", "/v1/generations", Function::Generations, true),

@@ -291,6 +291,28 @@ pub fn by_name(name: &str) -> Option<&'static KindSpec> {
     DATA_MAP.iter().find(|s| s.kind == name)
 }
 
+/// Whether an object key has a bucket kind's shape: `users/<sub>/generations/<id>/<n>.<ext>`
+/// matches `users/u1/generations/g1/0.png` (the same number of segments, literal segments equal,
+/// `<...>` segments not empty).
+pub fn object_matches(shape: &str, key: &str) -> bool {
+    let (s, k): (Vec<&str>, Vec<&str>) = (shape.split('/').collect(), key.split('/').collect());
+    s.len() == k.len()
+        && s.iter().zip(&k).all(|(s, k)| {
+            if s.contains('<') {
+                !k.is_empty()
+            } else {
+                s == k
+            }
+        })
+}
+
+/// The bucket kind an object key belongs to.
+pub fn object_kind(key: &str) -> Option<&'static KindSpec> {
+    DATA_MAP
+        .iter()
+        .find(|k| k.store == Store::Bucket && object_matches(k.key_shape, key))
+}
+
 /// A new item of `kind`: its key, `kind` and `retention` attributes. Every item the adapters
 /// create starts here.
 pub fn new_item(kind: Kind, pk: impl Into<String>, sk: impl Into<String>) -> Item {

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod access;
 mod account_deletion;
 mod accounts;
 mod admin;

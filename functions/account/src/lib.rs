@@ -1,10 +1,11 @@
-//! `account`: `/v1/me` (GET, POST onboarding, PATCH, DELETE), `/v1/me/deletion`, and
+//! `account`: `/v1/me` (GET, POST onboarding, PATCH, DELETE), `/v1/me/deletion`,
+//! `/v1/me/data` (access: everything held about the caller), and
 //! `/v1/reports/child-account`. Translates requests to `shared::services` calls.
 
 use chrono::Utc;
 use lambda_http::{Body, Error, Request, Response};
-use shared::http::{self, json, json_body, route_key, Caller};
-use shared::services::{accounts, admin};
+use shared::http::{self, json, json_body, query_param, route_key, Caller};
+use shared::services::{access, accounts, admin};
 use shared::{ApiError, App};
 
 pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
@@ -35,6 +36,25 @@ async fn route(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
             )
         }
         Some("GET /v1/me/deletion") => json(200, &accounts::deletion_status(app, &caller).await?),
+        Some("GET /v1/me/data") => {
+            let (kind, limit, cursor) = (
+                query_param(&req, "kind"),
+                query_param(&req, "limit"),
+                query_param(&req, "cursor"),
+            );
+            json(
+                200,
+                &access::get(
+                    app,
+                    &caller,
+                    kind.as_deref(),
+                    limit.as_deref(),
+                    cursor.as_deref(),
+                    Utc::now(),
+                )
+                .await?,
+            )
+        }
         Some("POST /v1/reports/child-account") => {
             let body = json_body(&req)?;
             json(

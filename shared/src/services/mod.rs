@@ -1,6 +1,7 @@
 //! Domain operations: what the functions call. Handlers translate events to these calls and
 //! the results back to responses.
 
+pub mod access;
 pub mod accounts;
 pub mod admin;
 pub mod billing;

@@ -185,7 +185,7 @@ fn time(raw: &str, name: &str) -> anyhow::Result<DateTime<Utc>> {
 }
 
 /// A stored job, hidden ones included (`deleted_at` tells).
-pub(super) fn job_from_item(item: &Item) -> anyhow::Result<(Job, Option<String>)> {
+pub fn job_from_item(item: &Item) -> anyhow::Result<(Job, Option<String>)> {
     let r: JobRecord = serde_dynamo::from_item(item.clone()).context("stored generation")?;
     let parse = |e: crate::domain::Invalid| anyhow::anyhow!(e);
     let job = Job {

@@ -14,6 +14,7 @@
 //! under a legal hold; `by-lease` (`lease_pk`,
 //! `lease_until`) finds jobs queued or running past their deadline.
 
+mod access;
 mod accounts;
 mod admin;
 mod billing;
@@ -34,7 +35,9 @@ pub use billing::{Applied, CustomerRecord, Grant, Payment, StateOutcome, Subscri
 pub use deletion::{AccountErasure, DeletionRecord, ItemRef, RECHECK_AFTER_MINUTES};
 pub use erasure::{subject_hash, Erased, Tombstone};
 pub use images::{Changed, DownloadRecord, GalleryEntry, ImageChange};
-pub use jobs::{ClaimOutcome, CreateJob, CreateOutcome, FailGuard, IdempotencyRecord};
+pub use jobs::{
+    job_from_item, ClaimOutcome, CreateJob, CreateOutcome, FailGuard, IdempotencyRecord,
+};
 pub use sweep::DueItem;
 pub use txn::Contention;
 pub use uploads::{
