@@ -96,6 +96,9 @@ pub struct Config {
     pub portal_return_url: String,
     /// Below this balance, `credits.low` goes on the bus (once per crossing).
     pub low_balance_threshold: u64,
+    /// The purposes a user can consent to (U4, D7), each off until granted
+    /// (`CONSENT_PURPOSES`, comma-separated; `marketing_email` by default).
+    pub consent_purposes: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -104,6 +107,28 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("environment variable {name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+}
+
+/// `marketing_email` by default; each purpose 1 to 40 of `a-z` and `_`.
+fn consent_purposes(raw: Option<&str>) -> Result<Vec<String>, ConfigError> {
+    let list: Vec<String> = raw
+        .unwrap_or("marketing_email")
+        .split(',')
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    for p in &list {
+        let valid = (1..=40).contains(&p.len())
+            && p.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            && p != crate::services::consents::RESTRICTION;
+        if !valid {
+            return Err(ConfigError::Invalid {
+                name: "CONSENT_PURPOSES",
+                reason: format!("{p:?} is not 1 to 40 of a-z and _ (or is reserved)"),
+            });
+        }
+    }
+    Ok(list)
 }
 
 impl Config {
@@ -215,6 +240,7 @@ impl Config {
             checkout_cancel_url: get("CHECKOUT_CANCEL_URL")
                 .unwrap_or_else(|| "https://imagegen.invalid/billing/cancel".into()),
             low_balance_threshold: number("LOW_BALANCE_THRESHOLD", 5)?,
+            consent_purposes: consent_purposes(get("CONSENT_PURPOSES").as_deref())?,
             portal_return_url: get("PORTAL_RETURN_URL")
                 .unwrap_or_else(|| "https://imagegen.invalid/billing".into()),
         })

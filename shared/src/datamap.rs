@@ -108,6 +108,8 @@ pub enum Kind {
     PublicCopy,
     GalleryEntry,
     Download,
+    Consent,
+    ConsentRecord,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -278,6 +280,14 @@ pub const DATA_MAP: &[KindSpec] = &[
         "C4", R::Fixed,
         "RETENTION_DAYS from the download (a year when content is kept until deleted)",
         T::Stamped, "the sweep, at its deletion time, or account deletion", true),
+    spec(Kind::Consent, "consent", Table, "USER#<sub> | CONSENT#<purpose>",
+        "the current state of one consent (or of the restriction of processing): granted or not, when, from where, under which policy version",
+        "C1", R::WhileAccountActive, "while the account is active", T::WithAccount,
+        "account deletion", true),
+    spec(Kind::ConsentRecord, "consent_record", Table, "USER#<sub> | CONSENTLOG#<id>",
+        "one change of a consent or of the restriction of processing: purpose, granted or withdrawn, when, source, policy version (append-only)",
+        "C1", R::WhileAccountActive, "while the account is active", T::WithAccount,
+        "account deletion", true),
 ];
 
 pub fn spec_of(kind: Kind) -> &'static KindSpec {
@@ -357,6 +367,8 @@ mod tests {
             Kind::PublicCopy,
             Kind::GalleryEntry,
             Kind::Download,
+            Kind::Consent,
+            Kind::ConsentRecord,
         ];
         assert_eq!(all.len(), DATA_MAP.len());
         for k in all {

@@ -79,6 +79,7 @@ async fn every_sample_event_runs_through_its_handler() {
         ("account-get-me.json", 200),
         ("account-update-me.json", 200),
         ("account-data.json", 200),
+        ("account-consents.json", 200),
         ("generations-create.json", 202),
         ("generations-create.json", 202),
         ("generations-list.json", 200),

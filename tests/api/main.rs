@@ -9,6 +9,7 @@ mod account_deletion;
 mod accounts;
 mod admin;
 mod billing;
+mod consents;
 mod content;
 mod datamap;
 mod deletion;

@@ -1,11 +1,12 @@
 //! `account`: `/v1/me` (GET, POST onboarding, PATCH, DELETE), `/v1/me/deletion`,
-//! `/v1/me/data` (access: everything held about the caller), and
+//! `/v1/me/data` (access: everything held about the caller), `/v1/me/consents`,
+//! `/v1/me/restriction`, and
 //! `/v1/reports/child-account`. Translates requests to `shared::services` calls.
 
 use chrono::Utc;
 use lambda_http::{Body, Error, Request, Response};
-use shared::http::{self, json, json_body, query_param, route_key, Caller};
-use shared::services::{access, accounts, admin};
+use shared::http::{self, json, json_body, path_param, query_param, route_key, Caller};
+use shared::services::{access, accounts, admin, consents};
 use shared::{ApiError, App};
 
 pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
@@ -36,6 +37,23 @@ async fn route(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
             )
         }
         Some("GET /v1/me/deletion") => json(200, &accounts::deletion_status(app, &caller).await?),
+        Some("GET /v1/me/consents") => json(200, &consents::get(app, &caller).await?),
+        Some("PUT /v1/me/consents/{purpose}") => {
+            let purpose = path_param(&req, "purpose")?;
+            let body = json_body(&req)?;
+            json(
+                200,
+                &consents::put(app, &caller, &purpose, body, Utc::now()).await?,
+            )
+        }
+        Some("POST /v1/me/restriction") => json(
+            200,
+            &consents::restrict(app, &caller, true, Utc::now()).await?,
+        ),
+        Some("DELETE /v1/me/restriction") => json(
+            200,
+            &consents::restrict(app, &caller, false, Utc::now()).await?,
+        ),
         Some("GET /v1/me/data") => {
             let (kind, limit, cursor) = (
                 query_param(&req, "kind"),

@@ -22,6 +22,10 @@ async fn route(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
             http::json(
                 200,
                 &json!({
+                    // The version every consent change records.
+                    "policy_version": &app.config.policy_version,
+                    // What a user can consent to (each off until granted).
+                    "consent_purposes": &app.config.consent_purposes,
                     "retention": PublishedPolicy::new(
                         &app.config.retention,
                         &app.config.policy_version,

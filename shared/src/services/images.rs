@@ -175,14 +175,14 @@ pub async fn patch(
     let (job_id, index) = parse_image_id(id).ok_or_else(|| ApiError::not_found("image"))?;
     // A suspended account keeps its settings but is not listed (its entries come back when it
     // is restored); it cannot publish anew.
-    let listed = profile.suspension.is_none();
+    let listed = profile.suspension.is_none() && profile.restricted_at.is_none();
     for _ in 0..3 {
         let job = own_image(app, user_id, job_id, index)
             .await?
             .ok_or_else(|| ApiError::not_found("image"))?;
         let old = &job.images[index];
         if body.public == Some(true) && !old.public && !listed {
-            return Err(not_listed());
+            return Err(not_listed(app, user_id).await);
         }
         let mut new = old.clone();
         new.public = body.public.unwrap_or(old.public);
@@ -276,18 +276,25 @@ pub async fn patch(
                     .ok_or_else(|| ApiError::not_found("image"))?;
                 return owner_view(app, &job, index).await;
             }
-            Changed::NotListed => return Err(not_listed()),
+            Changed::NotListed => return Err(not_listed(app, user_id).await),
             Changed::Conflict => continue,
         }
     }
     Err(ApiError::Unavailable("the image changed meanwhile".into()))
 }
 
-fn not_listed() -> ApiError {
-    ApiError::forbidden(
-        "account_suspended",
-        "this account is suspended: its images cannot be published",
-    )
+/// Why an account cannot publish: suspended, or restricting processing (D6).
+async fn not_listed(app: &App, user_id: &str) -> ApiError {
+    match app.store.get_profile(user_id).await {
+        Ok(Some(p)) if p.restricted_at.is_some() && p.suspension.is_none() => ApiError::forbidden(
+            "account_restricted",
+            "this account restricts processing: lift it (DELETE /v1/me/restriction) to publish",
+        ),
+        _ => ApiError::forbidden(
+            "account_suspended",
+            "this account is suspended: its images cannot be published",
+        ),
+    }
 }
 
 /// Makes the public copy of image `index` (G1, G2): a copy of the original, or its preview,

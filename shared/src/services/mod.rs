@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod admin;
 pub mod billing;
 pub mod billing_account;
+pub mod consents;
 pub mod deletion;
 pub mod gallery;
 pub mod generations;

@@ -369,8 +369,27 @@ async fn remove_objects(app: &App, job: &Job) {
     deletion::execute_now(app, &record, now).await;
 }
 
-/// Events are best effort: a failed publish is logged, never fails the job.
+/// Events are best effort: a failed publish is logged, never fails the job. An event naming a
+/// user who restricts processing (D6) is left out: analytics never see them.
 pub(crate) async fn publish(app: &App, detail_type: &str, detail: serde_json::Value) {
+    if let Some(user_id) = detail.get("user_id").and_then(|v| v.as_str()) {
+        match crate::services::consents::analytics_allowed(app, user_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(detail_type, "event left out: the user restricts processing");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, detail_type, "event left out: restriction unknown");
+                return;
+            }
+        }
+    }
+    publish_unchecked(app, detail_type, detail).await;
+}
+
+/// Publishes without the restriction check (callers that checked already, opt-out signals).
+pub(crate) async fn publish_unchecked(app: &App, detail_type: &str, detail: serde_json::Value) {
     if let Err(e) = app.events.publish(detail_type, &detail).await {
         tracing::warn!(error = ?e, detail_type, "event not published");
     }

@@ -28,6 +28,10 @@ pub struct Profile {
     pub deleted_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suspension: Option<Suspension>,
+    /// Set while the user restricts processing (D6): kept, not in the gallery, marketing or
+    /// analytics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restricted_at: Option<String>,
     /// Set when a payment reversal left the balance negative (U5).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub billing_flag: Option<String>,
@@ -76,6 +80,7 @@ fn profile_from_item(item: &Item) -> anyhow::Result<Profile> {
         updated_at: get_s(item, "updated_at")?.to_string(),
         deleted_at: opt_s(item, "deleted_at"),
         billing_flag: opt_s(item, "billing_flag"),
+        restricted_at: opt_s(item, "restricted_at"),
         suspension: opt_s(item, "suspension_reason").map(|reason| Suspension {
             reason,
             since: opt_s(item, "suspended_at").unwrap_or_default(),

@@ -14,9 +14,10 @@ use super::{DeletionRecord, Filter, Store};
 use crate::datamap::{new_item, Kind};
 use crate::domain::generation::{image_id, JobStatus, StoredImage};
 
-/// An account whose images may be in the gallery: active and not suspended.
+/// An account whose images may be in the gallery: active, not suspended, not restricted (D6).
 const LISTED: &str = "attribute_exists(pk) AND attribute_not_exists(deleted_at) \
-                      AND attribute_not_exists(suspension_reason)";
+                      AND attribute_not_exists(suspension_reason) \
+                      AND attribute_not_exists(restricted_at)";
 
 /// A published image as the gallery serves it: what is shown (the preview of a copy-protected
 /// image, never its original) and who owns it (never shown).
@@ -301,10 +302,9 @@ impl Store {
     /// a restored account's published images come back (each only while still published, in a
     /// transaction that checks the image and the account).
     pub async fn sync_gallery(&self, user_id: &str) -> anyhow::Result<()> {
-        let listed = self
-            .get_profile(user_id)
-            .await?
-            .is_some_and(|p| p.deleted_at.is_none() && p.suspension.is_none());
+        let listed = self.get_profile(user_id).await?.is_some_and(|p| {
+            p.deleted_at.is_none() && p.suspension.is_none() && p.restricted_at.is_none()
+        });
         let filter = Filter {
             expression: "#st = :done AND attribute_not_exists(deleted_at)",
             names: &[("#st", "status")],
@@ -379,7 +379,7 @@ impl Store {
                 KeysAndAttributes::builder()
                     .set_keys(Some(keys))
                     .consistent_read(true)
-                    .projection_expression("pk, deleted_at, suspension_reason")
+                    .projection_expression("pk, deleted_at, suspension_reason, restricted_at")
                     .build()?,
             );
             while let Some(req) = request.take() {
@@ -396,7 +396,10 @@ impl Store {
                     .into_iter()
                     .flatten()
                 {
-                    if !item.contains_key("deleted_at") && !item.contains_key("suspension_reason") {
+                    if !["deleted_at", "suspension_reason", "restricted_at"]
+                        .iter()
+                        .any(|a| item.contains_key(*a))
+                    {
                         if let Some(owner) = item
                             .get(keys::PK)
                             .and_then(|v| v.as_s().ok())

@@ -1,0 +1,124 @@
+//! Consents (U4, D5, D7) and the restriction of processing (D6): the current state of each
+//! purpose (`CONSENT#<purpose>`) and an append-only history (`CONSENTLOG#<id>`), written
+//! together; the restriction also marks the profile, which the gallery, marketing and analytics
+//! read.
+
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
+use serde::{Deserialize, Serialize};
+
+use super::item::{key, s, Item};
+use super::keys::{self, user_pk};
+use super::txn::{transact, TxnOutcome};
+use super::Store;
+use crate::datamap::{new_item, Kind};
+
+pub const CONSENT_PREFIX: &str = "CONSENT#";
+pub const CONSENT_LOG_PREFIX: &str = "CONSENTLOG#";
+
+/// One change of a consent (or of the restriction), as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConsentChange {
+    pub id: String,
+    pub purpose: String,
+    pub granted: bool,
+    pub at: String,
+    /// Where the change came from (`self_service`).
+    pub source: String,
+    /// The privacy policy in force when it was made.
+    pub policy_version: String,
+}
+
+impl Store {
+    /// The current state of each purpose the user ever set.
+    pub async fn consents(&self, user_id: &str) -> anyhow::Result<Vec<ConsentChange>> {
+        self.query_all(&user_pk(user_id), Some(CONSENT_PREFIX), None, "consents")
+            .await?
+            .into_iter()
+            .map(|i| serde_dynamo::from_item(i).map_err(anyhow::Error::from))
+            .collect()
+    }
+
+    /// Every change, oldest first.
+    pub async fn consent_history(&self, user_id: &str) -> anyhow::Result<Vec<ConsentChange>> {
+        self.query_all(
+            &user_pk(user_id),
+            Some(CONSENT_LOG_PREFIX),
+            None,
+            "consent history",
+        )
+        .await?
+        .into_iter()
+        .map(|i| serde_dynamo::from_item(i).map_err(anyhow::Error::from))
+        .collect()
+    }
+
+    /// Records a change: the current state and the history entry in one transaction, while the
+    /// account is active. With `restriction`, the profile's `restricted_at` is set or removed
+    /// in the same transaction. `false` if the account is not active.
+    pub async fn record_consent(
+        &self,
+        user_id: &str,
+        change: &ConsentChange,
+        restriction: bool,
+    ) -> anyhow::Result<bool> {
+        let mut current = new_item(
+            Kind::Consent,
+            user_pk(user_id),
+            format!("{CONSENT_PREFIX}{}", change.purpose),
+        );
+        current.extend(serde_dynamo::to_item::<_, Item>(change)?);
+        let mut entry = new_item(
+            Kind::ConsentRecord,
+            user_pk(user_id),
+            format!("{CONSENT_LOG_PREFIX}{}", change.id),
+        );
+        entry.extend(serde_dynamo::to_item::<_, Item>(change)?);
+        let put = |item: Item| -> anyhow::Result<TransactWriteItem> {
+            Ok(TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(item))
+                        .build()?,
+                )
+                .build())
+        };
+        let profile_key = key(user_pk(user_id), keys::PROFILE);
+        let active = "attribute_exists(pk) AND attribute_not_exists(deleted_at)";
+        let profile = if restriction {
+            let update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(profile_key))
+                .condition_expression(active);
+            let update = if change.granted {
+                update
+                    .update_expression("SET restricted_at = :at")
+                    .expression_attribute_values(":at", s(&change.at))
+            } else {
+                update.update_expression("REMOVE restricted_at")
+            };
+            TransactWriteItem::builder().update(update.build()?).build()
+        } else {
+            TransactWriteItem::builder()
+                .condition_check(
+                    ConditionCheck::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(profile_key))
+                        .condition_expression(active)
+                        .build()?,
+                )
+                .build()
+        };
+        let items = vec![put(current)?, put(entry)?, profile];
+        let committed = matches!(
+            transact(&self.client, "record consent", items).await?,
+            TxnOutcome::Committed
+        );
+        if committed && restriction {
+            // D6: a restricted account's images leave the gallery at once (and come back when
+            // it is lifted); the gallery also checks each owner as it reads.
+            self.follow_gallery(user_id).await;
+        }
+        Ok(committed)
+    }
+}
