@@ -110,6 +110,7 @@ pub enum Kind {
     Download,
     Consent,
     ConsentRecord,
+    DeletionPointer,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -288,6 +289,10 @@ pub const DATA_MAP: &[KindSpec] = &[
         "one change of a consent or of the restriction of processing: purpose, granted or withdrawn, when, source, policy version (append-only)",
         "C1", R::WhileAccountActive, "while the account is active", T::WithAccount,
         "account deletion", true),
+    spec(Kind::DeletionPointer, "deletion_pointer", Table, "USER#<sub> | DELREF#<id>",
+        "that a deletion of the user's data is pending (the id of its record), so access finds it",
+        "C4", R::UntilDone, "until the deletion is done", T::WithAccount,
+        "removed with its record once the work is done, or by account deletion", false),
 ];
 
 pub fn spec_of(kind: Kind) -> &'static KindSpec {
@@ -369,6 +374,7 @@ mod tests {
             Kind::Download,
             Kind::Consent,
             Kind::ConsentRecord,
+            Kind::DeletionPointer,
         ];
         assert_eq!(all.len(), DATA_MAP.len());
         for k in all {

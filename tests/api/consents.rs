@@ -105,6 +105,25 @@ async fn u4_d5_d7_consents_are_recorded_with_the_policy_version_and_withdrawal_i
     assert_eq!(history.as_array().unwrap().len(), 2, "{history}");
     assert_eq!(history[1]["granted"], false);
 
+    // The same state again records nothing; an older change arriving late is not applied.
+    app.set_consent(&user, "marketing_email", json!({"granted": false}))
+        .await;
+    let late = shared::services::consents::put(
+        app.app(),
+        &caller(&user),
+        "marketing_email",
+        serde_json::from_value(json!({"granted": true})).unwrap(),
+        chrono::Utc::now() - chrono::Duration::minutes(5),
+    )
+    .await
+    .unwrap();
+    assert!(!late.purposes[0].granted, "the latest change stands");
+    assert_eq!(late.history.len(), 2, "{:?}", late.history);
+    assert_eq!(
+        TestApp::of_type(&app.events().await, "marketing.subscribed", &user),
+        0
+    );
+
     // Bad input.
     let resp = app
         .set_consent(&user, "carrier_pigeons", json!({"granted": true}))
@@ -177,6 +196,15 @@ async fn d6_a_restricted_account_leaves_the_gallery_and_can_still_read_and_delet
         !gallery().await.contains(&image),
         "out of the gallery at once"
     );
+    assert!(
+        app.app()
+            .store
+            .gallery_entry(&image)
+            .await
+            .unwrap()
+            .is_none(),
+        "its entry is gone, not only hidden"
+    );
     let resp = app
         .send(
             Method::PATCH,
@@ -187,8 +215,10 @@ async fn d6_a_restricted_account_leaves_the_gallery_and_can_still_read_and_delet
         .await;
     assert_eq!(problem_code(resp, 403).await, "account_restricted");
 
-    // No analytics or marketing events name it.
+    // No analytics or marketing events name it (another user's, in the same read, do).
+    let other = app.onboarded_user().await;
     app.create(&user, gen_body("made while restricted")).await;
+    app.create(&other, gen_body("made by someone else")).await;
     app.drain().await;
     shared::services::consents::publish_marketing(
         app.app(),
@@ -202,7 +232,8 @@ async fn d6_a_restricted_account_leaves_the_gallery_and_can_still_read_and_delet
         TestApp::of_type(&events, "marketing.unsubscribed", &user),
         1
     );
-    for kind in ["generation.completed", "marketing.offer", "credits.low"] {
+    assert_eq!(TestApp::of_type(&events, "generation.completed", &other), 1);
+    for kind in ["generation.completed", "marketing.offer"] {
         assert_eq!(
             TestApp::of_type(&events, kind, &user),
             0,
@@ -220,15 +251,23 @@ async fn d6_a_restricted_account_leaves_the_gallery_and_can_still_read_and_delet
     assert_eq!(app.get("/v1/me/data", &user).await.status(), 200);
     assert_eq!(app.delete_generation(&user, &second).await.status(), 204);
 
-    // Lifted: back in the gallery.
+    // Lifted: back in the gallery, and in marketing (the consent still stands).
     let resp = app
         .send(Method::DELETE, "/v1/me/restriction", Some(&user), None)
         .await;
     assert_eq!(resp.status(), 200);
     assert!(gallery().await.contains(&image));
+    let events = app.events().await;
+    assert_eq!(TestApp::of_type(&events, "marketing.subscribed", &user), 1);
+    // Deleting the account takes it out of marketing at once.
     assert_eq!(
         app.delete_account(&user).await.status(),
         202,
         "and delete the account"
+    );
+    let events = app.events().await;
+    assert_eq!(
+        TestApp::of_type(&events, "marketing.unsubscribed", &user),
+        1
     );
 }

@@ -105,6 +105,7 @@ pub async fn collect(
     let mut gallery_candidates = Vec::new();
     // When each generation's and upload's objects go: with their item.
     let mut owner_deletion: HashMap<String, (Option<String>, bool)> = HashMap::new();
+    let mut object_deletion: HashMap<String, (Option<String>, bool)> = HashMap::new();
 
     for item in app.store.user_partition(user_id).await? {
         let Some(spec) = attr_s(&item, "kind").and_then(datamap::by_name) else {
@@ -119,6 +120,10 @@ pub async fn collect(
             let (job, _) = crate::store::job_from_item(&item)?;
             owner_deletion.insert(job.id.clone(), (delete_at.clone(), pending));
             for (index, img) in job.images.iter().enumerate() {
+                // An image deleted on its own is pending, whatever its generation's date.
+                if img.deleted_at.is_some() {
+                    object_deletion.insert(img.key.clone(), (None, true));
+                }
                 if let Some(shown) = &img.shown {
                     add(
                         datamap::spec_of(datamap::Kind::PublicCopy),
@@ -154,7 +159,6 @@ pub async fn collect(
     let mut elsewhere = app.store.batch_get(&references).await?;
     elsewhere.extend(app.store.gallery_entries_of(&gallery_candidates).await?);
     elsewhere.extend(app.store.holds_of(user_id).await?);
-    elsewhere.extend(app.store.deletion_records_of(user_id).await?);
     for item in elsewhere {
         let Some(spec) = attr_s(&item, "kind").and_then(datamap::by_name) else {
             continue;
@@ -188,7 +192,11 @@ pub async fn collect(
             continue;
         };
         let owner = key.split('/').nth(3).unwrap_or_default();
-        let (delete_at, pending) = owner_deletion.get(owner).cloned().unwrap_or((None, true));
+        let (delete_at, pending) = object_deletion
+            .get(&key)
+            .or_else(|| owner_deletion.get(owner))
+            .cloned()
+            .unwrap_or((None, true));
         add(
             spec,
             Held {

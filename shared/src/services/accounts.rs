@@ -307,6 +307,8 @@ pub async fn start_account_deletion(
             tracing::warn!(error = %e, "Stripe customer left for the erasure to delete");
         }
     }
+    // Out of marketing at once (the account's consents go with it).
+    crate::services::consents::on_account_deleted(app, user_id, now).await;
     if let Err(e) = cancel_unfinished_jobs(app, user_id, reason, now).await {
         tracing::warn!(error = ?e, "unfinished jobs left for the erasure to cancel");
     }

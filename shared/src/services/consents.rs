@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::error::ApiError;
 use crate::http::Caller;
 use crate::services::accounts::require_onboarded;
-use crate::store::ConsentChange;
+use crate::store::{ConsentChange, Recorded};
 
 /// The restriction's entry in the consent records.
 pub const RESTRICTION: &str = "processing_restriction";
@@ -52,23 +52,28 @@ pub struct ConsentsView {
     pub policy_version: String,
 }
 
-/// `GET /v1/me/consents`.
+/// `GET /v1/me/consents`: the configured purposes, and any other the user has a stored state
+/// for (a purpose the operator removed can still be seen and withdrawn).
 pub async fn get(app: &App, caller: &Caller) -> Result<ConsentsView, ApiError> {
     let profile = require_onboarded(app, caller).await?;
     let user_id = caller.user_id.as_str();
     let current = app.store.consents(user_id).await?;
-    let purposes = app
-        .config
-        .consent_purposes
-        .iter()
+    let mut names: Vec<String> = app.config.consent_purposes.clone();
+    for c in &current {
+        if c.purpose != RESTRICTION && !names.contains(&c.purpose) {
+            names.push(c.purpose.clone());
+        }
+    }
+    let purposes = names
+        .into_iter()
         .map(|p| {
-            let c = current.iter().find(|c| &c.purpose == p);
+            let c = current.iter().find(|c| c.purpose == p);
             PurposeView {
-                purpose: p.clone(),
                 granted: c.is_some_and(|c| c.granted),
                 changed_at: c.map(|c| c.at.clone()),
                 source: c.map(|c| c.source.clone()),
                 policy_version: c.map(|c| c.policy_version.clone()),
+                purpose: p,
             }
         })
         .collect();
@@ -81,13 +86,15 @@ pub async fn get(app: &App, caller: &Caller) -> Result<ConsentsView, ApiError> {
     })
 }
 
+/// Records a change; `false` when a later change of the same purpose was recorded first (that
+/// one stands).
 async fn record(
     app: &App,
     caller: &Caller,
     purpose: &str,
     granted: bool,
     now: DateTime<Utc>,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let change = ConsentChange {
         id: ulid::Ulid::from_datetime(now.into())
             .to_string()
@@ -98,21 +105,36 @@ async fn record(
         source: SOURCE.into(),
         policy_version: app.config.policy_version.clone(),
     };
-    if !app
+    match app
         .store
         .record_consent(caller.user_id.as_str(), &change, purpose == RESTRICTION)
         .await?
     {
-        // Deactivated meanwhile.
-        require_onboarded(app, caller).await?;
-        return Err(ApiError::Unavailable(
-            "the account changed meanwhile".into(),
-        ));
+        Recorded::Committed => Ok(true),
+        Recorded::Superseded => Ok(false),
+        Recorded::Inactive => {
+            // Deactivated meanwhile.
+            require_onboarded(app, caller).await?;
+            Err(ApiError::Unavailable(
+                "the account changed meanwhile".into(),
+            ))
+        }
     }
-    Ok(())
 }
 
-/// `PUT /v1/me/consents/{purpose}` `{granted}`: takes effect at once.
+/// Whether the user's stored state grants `purpose`.
+async fn granted(app: &App, user_id: &str, purpose: &str) -> anyhow::Result<bool> {
+    Ok(app
+        .store
+        .consents(user_id)
+        .await?
+        .iter()
+        .any(|c| c.purpose == purpose && c.granted))
+}
+
+/// `PUT /v1/me/consents/{purpose}` `{granted}`: takes effect at once. A configured purpose can
+/// be granted; any purpose with a stored state can be withdrawn. Setting the state it already
+/// has records nothing.
 #[instrument(skip_all, fields(user_id = %caller.user_id, purpose))]
 pub async fn put(
     app: &App,
@@ -121,8 +143,14 @@ pub async fn put(
     body: ConsentBody,
     now: DateTime<Utc>,
 ) -> Result<ConsentsView, ApiError> {
-    require_onboarded(app, caller).await?;
-    if !app.config.consent_purposes.iter().any(|p| p == purpose) {
+    let profile = require_onboarded(app, caller).await?;
+    let user_id = caller.user_id.as_str();
+    let stored = app.store.consents(user_id).await?;
+    let current = stored
+        .iter()
+        .find(|c| c.purpose == purpose && purpose != RESTRICTION);
+    let configured = app.config.consent_purposes.iter().any(|p| p == purpose);
+    if !configured && (body.granted || current.is_none()) {
         return Err(ApiError::client(
             404,
             "unknown_purpose",
@@ -132,29 +160,53 @@ pub async fn put(
             ),
         ));
     }
-    record(app, caller, purpose, body.granted, now).await?;
-    let user_id = caller.user_id.as_str();
+    let was = current.is_some_and(|c| c.granted);
+    if was == body.granted {
+        return get(app, caller).await;
+    }
+    if !record(app, caller, purpose, body.granted, now).await? {
+        // A later change won: it stands, and announced itself.
+        return get(app, caller).await;
+    }
     if purpose == MARKETING {
         if body.granted {
-            publish_marketing(
-                app,
-                user_id,
-                "marketing.subscribed",
-                json!({"user_id": user_id}),
-            )
-            .await;
-        } else {
-            // The opt-out reaches a newsletter integration at once.
-            crate::services::worker::publish_unchecked(
-                app,
-                "marketing.unsubscribed",
-                json!({"user_id": user_id}),
-            )
-            .await;
+            if profile.restricted_at.is_none() {
+                publish_marketing(
+                    app,
+                    user_id,
+                    "marketing.subscribed",
+                    json!({"user_id": user_id, "at": now.to_rfc3339()}),
+                )
+                .await;
+            }
+        } else if profile.restricted_at.is_none() {
+            // The opt-out reaches a newsletter integration at once (a restricted account was
+            // taken out when it restricted processing).
+            unsubscribe(app, user_id, now).await;
         }
     }
     tracing::info!(granted = body.granted, "consent recorded");
     get(app, caller).await
+}
+
+/// Tells marketing integrations to drop the user (it carries only the user id and the time of
+/// the change, so a consumer applies the latest).
+pub async fn unsubscribe(app: &App, user_id: &str, now: DateTime<Utc>) {
+    crate::services::worker::publish_unchecked(
+        app,
+        "marketing.unsubscribed",
+        json!({"user_id": user_id, "at": now.to_rfc3339()}),
+    )
+    .await;
+}
+
+/// At account deletion: an account that had granted marketing leaves it at once.
+pub async fn on_account_deleted(app: &App, user_id: &str, now: DateTime<Utc>) {
+    match granted(app, user_id, MARKETING).await {
+        Ok(true) => unsubscribe(app, user_id, now).await,
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = ?e, "marketing state unknown; opt-out not sent"),
+    }
 }
 
 /// `POST /v1/me/restriction` (on) and `DELETE /v1/me/restriction` (off).
@@ -166,16 +218,22 @@ pub async fn restrict(
     now: DateTime<Utc>,
 ) -> Result<ConsentsView, ApiError> {
     let profile = require_onboarded(app, caller).await?;
-    if profile.restricted_at.is_some() != on {
-        record(app, caller, RESTRICTION, on, now).await?;
-        if on {
-            // Out of marketing at once, like a withdrawal.
-            crate::services::worker::publish_unchecked(
-                app,
-                "marketing.unsubscribed",
-                json!({"user_id": caller.user_id.as_str()}),
-            )
-            .await;
+    let user_id = caller.user_id.as_str();
+    if profile.restricted_at.is_some() != on && record(app, caller, RESTRICTION, on, now).await? {
+        if granted(app, user_id, MARKETING).await? {
+            if on {
+                // Out of marketing at once, like a withdrawal.
+                unsubscribe(app, user_id, now).await;
+            } else {
+                // Back in, as the user's consent still says.
+                publish_marketing(
+                    app,
+                    user_id,
+                    "marketing.subscribed",
+                    json!({"user_id": user_id, "at": now.to_rfc3339()}),
+                )
+                .await;
+            }
         }
         tracing::info!(on, "restriction of processing changed");
     }
@@ -183,20 +241,17 @@ pub async fn restrict(
 }
 
 /// Whether marketing may name this user now: active, not restricting processing, marketing
-/// consent granted.
+/// configured and consented to.
 pub async fn marketing_allowed(app: &App, user_id: &str) -> anyhow::Result<bool> {
+    if !app.config.consent_purposes.iter().any(|p| p == MARKETING) {
+        return Ok(false);
+    }
     let active = app
         .store
         .get_profile(user_id)
         .await?
         .is_some_and(|p| p.deleted_at.is_none() && p.restricted_at.is_none());
-    Ok(active
-        && app
-            .store
-            .consents(user_id)
-            .await?
-            .iter()
-            .any(|c| c.purpose == MARKETING && c.granted))
+    Ok(active && granted(app, user_id, MARKETING).await?)
 }
 
 /// Whether analytics events may name this user (not while they restrict processing).

@@ -85,7 +85,9 @@ pub async fn execute(
         )
         .await;
     }
-    app.store.finish_deletion_record(id).await?;
+    app.store
+        .finish_deletion_record(&record.user_id, id)
+        .await?;
     Ok(Executed::Done)
 }
 

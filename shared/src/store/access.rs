@@ -1,12 +1,13 @@
 //! What access (D1) reads: every item that holds something about one user, wherever it lives:
 //! their partition, the records their references name (audit, reports, payments), their
-//! gallery entries, their holds and their pending deletion records.
+//! gallery entries and their holds (their pending deletion records are found through the
+//! pointers in their partition).
 
 use anyhow::Context;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::KeysAndAttributes;
 
 use super::item::{key, s, Item};
-use super::keys::{self, user_pk, GALLERY_PK, HOLD_PK};
+use super::keys::{user_pk, GALLERY_PK, HOLD_PK};
 use super::{Filter, Store};
 
 impl Store {
@@ -69,52 +70,5 @@ impl Store {
             values: vec![(":u", s(user_id))],
         };
         self.query_all(HOLD_PK, None, Some(filter), "holds").await
-    }
-
-    /// Deletion records of the user still pending (due, rechecking or parked under a hold).
-    /// The expiry index carries keys only: every pending record is read, then filtered (a
-    /// backlog makes this slower; access requests are rare).
-    pub async fn deletion_records_of(&self, user_id: &str) -> anyhow::Result<Vec<Item>> {
-        let mut pending = Vec::new();
-        for partition in keys::all_shards(keys::DEL).chain(keys::all_shards(keys::HELD)) {
-            let mut start = None;
-            loop {
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name(keys::EXPIRY_INDEX)
-                    .key_condition_expression("#p = :p")
-                    .expression_attribute_names("#p", keys::EXP_PK)
-                    .expression_attribute_values(":p", AttributeValue::S(partition.clone()))
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .context("querying deletion records")?;
-                for item in out.items() {
-                    if let (Some(pk), Some(sk)) = (
-                        item.get(keys::PK).and_then(|v| v.as_s().ok()),
-                        item.get(keys::SK).and_then(|v| v.as_s().ok()),
-                    ) {
-                        pending.push((pk.clone(), sk.clone()));
-                    }
-                }
-                start = out.last_evaluated_key().cloned();
-                if start.is_none() {
-                    break;
-                }
-            }
-        }
-        Ok(self
-            .batch_get(&pending)
-            .await?
-            .into_iter()
-            .filter(|i| {
-                i.get("user_id")
-                    .and_then(|v| v.as_s().ok())
-                    .map(String::as_str)
-                    == Some(user_id)
-            })
-            .collect())
     }
 }

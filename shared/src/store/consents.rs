@@ -15,6 +15,16 @@ use crate::datamap::{new_item, Kind};
 pub const CONSENT_PREFIX: &str = "CONSENT#";
 pub const CONSENT_LOG_PREFIX: &str = "CONSENTLOG#";
 
+/// What became of a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Committed,
+    /// A later change of the same purpose was recorded first: this one is not applied.
+    Superseded,
+    /// The account is not active.
+    Inactive,
+}
+
 /// One change of a consent (or of the restriction), as recorded.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ConsentChange {
@@ -54,13 +64,13 @@ impl Store {
 
     /// Records a change: the current state and the history entry in one transaction, while the
     /// account is active. With `restriction`, the profile's `restricted_at` is set or removed
-    /// in the same transaction. `false` if the account is not active.
+    /// in the same transaction.
     pub async fn record_consent(
         &self,
         user_id: &str,
         change: &ConsentChange,
         restriction: bool,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Recorded> {
         let mut current = new_item(
             Kind::Consent,
             user_pk(user_id),
@@ -73,15 +83,17 @@ impl Store {
             format!("{CONSENT_LOG_PREFIX}{}", change.id),
         );
         entry.extend(serde_dynamo::to_item::<_, Item>(change)?);
-        let put = |item: Item| -> anyhow::Result<TransactWriteItem> {
-            Ok(TransactWriteItem::builder()
-                .put(
-                    Put::builder()
-                        .table_name(&self.table)
-                        .set_item(Some(item))
-                        .build()?,
-                )
-                .build())
+        let put = |item: Item, newer: bool| -> anyhow::Result<TransactWriteItem> {
+            let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
+            if newer {
+                // The latest change wins, whatever order requests commit in: the current state
+                // and the history's last entry always agree.
+                put = put
+                    .condition_expression("attribute_not_exists(pk) OR #at < :at")
+                    .expression_attribute_names("#at", "at")
+                    .expression_attribute_values(":at", s(&change.at));
+            }
+            Ok(TransactWriteItem::builder().put(put.build()?).build())
         };
         let profile_key = key(user_pk(user_id), keys::PROFILE);
         let active = "attribute_exists(pk) AND attribute_not_exists(deleted_at)";
@@ -109,16 +121,18 @@ impl Store {
                 )
                 .build()
         };
-        let items = vec![put(current)?, put(entry)?, profile];
-        let committed = matches!(
-            transact(&self.client, "record consent", items).await?,
-            TxnOutcome::Committed
-        );
-        if committed && restriction {
+        let items = vec![put(current, true)?, put(entry, false)?, profile];
+        let outcome = transact(&self.client, "record consent", items).await?;
+        let recorded = match &outcome {
+            TxnOutcome::Committed => Recorded::Committed,
+            o if o.failed_at(2) => Recorded::Inactive,
+            _ => Recorded::Superseded,
+        };
+        if recorded == Recorded::Committed && restriction {
             // D6: a restricted account's images leave the gallery at once (and come back when
             // it is lifted); the gallery also checks each owner as it reads.
             self.follow_gallery(user_id).await;
         }
-        Ok(committed)
+        Ok(recorded)
     }
 }

@@ -192,21 +192,68 @@ impl Store {
         Ok(item)
     }
 
-    /// The record as one item of a transaction, due at `due`.
+    /// The pointer from the user's partition to a record (access finds their pending
+    /// deletions there, with no scan of every record).
+    fn pointer_item(&self, record: &DeletionRecord) -> Item {
+        let mut item = new_item(
+            Kind::DeletionPointer,
+            user_pk(&record.user_id),
+            keys::delref_sk(&record.id),
+        );
+        item.insert("ref_pk".into(), s(deletion_pk(&record.id)));
+        item.insert("ref_sk".into(), s(RECORD));
+        item
+    }
+
+    /// The record and its pointer as items of a transaction, due at `due`.
     pub(crate) fn deletion_record_put(
         &self,
         record: &DeletionRecord,
         due: DateTime<Utc>,
-    ) -> anyhow::Result<TransactWriteItem> {
-        Ok(TransactWriteItem::builder()
-            .put(
-                Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(self.deletion_item(record, due)?))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .build()?,
-            )
-            .build())
+    ) -> anyhow::Result<Vec<TransactWriteItem>> {
+        Ok(vec![
+            TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(self.deletion_item(record, due)?))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .build()?,
+                )
+                .build(),
+            TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(self.pointer_item(record)))
+                        .build()?,
+                )
+                .build(),
+        ])
+    }
+
+    /// Transaction items that remove a record and its pointer.
+    pub(crate) fn deletion_record_delete(
+        &self,
+        user_id: &str,
+        id: &str,
+    ) -> anyhow::Result<Vec<TransactWriteItem>> {
+        [
+            key(deletion_pk(id), RECORD),
+            key(user_pk(user_id), keys::delref_sk(id)),
+        ]
+        .into_iter()
+        .map(|k| {
+            Ok(TransactWriteItem::builder()
+                .delete(
+                    aws_sdk_dynamodb::types::Delete::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(k))
+                        .build()?,
+                )
+                .build())
+        })
+        .collect()
     }
 
     /// Stores a record on its own (for work found outside a transaction: a worker's lost job).
@@ -215,13 +262,16 @@ impl Store {
         record: &DeletionRecord,
         due: DateTime<Utc>,
     ) -> anyhow::Result<()> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(self.deletion_item(record, due)?))
-            .send()
-            .await
-            .context("storing a deletion record")?;
+        // The pointer first: a record never exists without it.
+        for item in [self.pointer_item(record), self.deletion_item(record, due)?] {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .context("storing a deletion record")?;
+        }
         Ok(())
     }
 
@@ -245,14 +295,20 @@ impl Store {
     }
 
     /// Everything the record named is gone: the record goes.
-    pub async fn finish_deletion_record(&self, id: &str) -> anyhow::Result<()> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(deletion_pk(id), RECORD)))
-            .send()
-            .await
-            .context("removing a finished deletion record")?;
+    pub async fn finish_deletion_record(&self, user_id: &str, id: &str) -> anyhow::Result<()> {
+        // The record first: a pointer without its record is harmless, the reverse is not.
+        for k in [
+            key(deletion_pk(id), RECORD),
+            key(user_pk(user_id), keys::delref_sk(id)),
+        ] {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(k))
+                .send()
+                .await
+                .context("removing a finished deletion record")?;
+        }
         Ok(())
     }
 

@@ -198,7 +198,6 @@ impl Store {
         tomb.insert(keys::EXP_AT.into(), n(keep_until.timestamp()));
         let mut items = vec![
             deactivate,
-            self.deletion_record_put(record, now)?,
             TransactWriteItem::builder()
                 .put(
                     Put::builder()
@@ -208,6 +207,7 @@ impl Store {
                 )
                 .build(),
         ];
+        items.extend(self.deletion_record_put(record, now)?);
         if let Some(review) = review {
             items.extend(self.review_items(review, keep_until, now)?);
         }

@@ -210,19 +210,10 @@ impl Store {
             }
         };
         if let Some(record) = c.record {
-            items.push(self.deletion_record_put(record, now)?);
+            items.extend(self.deletion_record_put(record, now)?);
         }
         if let Some(id) = c.pending_record {
-            items.push(
-                TransactWriteItem::builder()
-                    .delete(
-                        Delete::builder()
-                            .table_name(&self.table)
-                            .set_key(Some(key(keys::deletion_pk(id), keys::RECORD)))
-                            .build()?,
-                    )
-                    .build(),
-            );
+            items.extend(self.deletion_record_delete(c.user_id, id)?);
         }
         Ok(match transact(&self.client, "change image", items).await? {
             TxnOutcome::Committed => Changed::Applied,
@@ -272,11 +263,11 @@ impl Store {
             .expression_attribute_values(":seen", s(seen))
             .expression_attribute_values(":key", s(image_key))
             .build()?;
-        let items = vec![
+        let mut items = vec![
             TransactWriteItem::builder().update(update).build(),
             self.gallery_delete_item(&image_id(job_id, index))?,
-            self.deletion_record_put(record, now)?,
         ];
+        items.extend(self.deletion_record_put(record, now)?);
         Ok(matches!(
             transact(&self.client, "delete image", items).await?,
             TxnOutcome::Committed

@@ -650,9 +650,8 @@ impl Store {
         // Whatever a worker stored for a failed job goes (it may still be writing when the
         // sweep fails it): the record is worked off at once and once more after the lease.
         let cleanup = DeletionRecord::lost_job(&job.user_id, &job.id, now);
-        let items = vec![
+        let mut items = vec![
             TransactWriteItem::builder().update(update.build()?).build(),
-            self.deletion_record_put(&cleanup, now)?,
             self.balance_add(&job.user_id, job.cost)?,
             self.ledger_put(
                 &job.user_id,
@@ -663,6 +662,7 @@ impl Store {
                 now,
             )?,
         ];
+        items.extend(self.deletion_record_put(&cleanup, now)?);
         Ok(matches!(
             transact(&self.client, "fail and refund generation", items).await?,
             TxnOutcome::Committed
@@ -728,7 +728,7 @@ impl Store {
                 );
             }
             if commit_record {
-                items.push(self.deletion_record_put(&record, now)?);
+                items.extend(self.deletion_record_put(&record, now)?);
             }
             if unfinished {
                 items.push(self.balance_add(user_id, job.cost)?);

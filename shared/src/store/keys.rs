@@ -59,6 +59,11 @@ pub fn upload_sk(id: &str) -> String {
     format!("{UPLOAD_PREFIX}{id}")
 }
 
+/// The pointer from a user's partition to one of their pending deletion records.
+pub fn delref_sk(id: &str) -> String {
+    format!("DELREF#{id}")
+}
+
 pub fn download_sk(id: &str) -> String {
     format!("{DOWNLOAD_PREFIX}{id}")
 }

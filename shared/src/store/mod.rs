@@ -33,7 +33,7 @@ mod uploads;
 pub use accounts::{OnboardOutcome, Profile, ProfileUpdate, Suspension};
 pub use admin::{AuditRecord, ChildReport, Hold, HoldSet, ReportStatus, Review, SYSTEM_ACTOR};
 pub use billing::{Applied, CustomerRecord, Grant, Payment, StateOutcome, SubscriptionState};
-pub use consents::ConsentChange;
+pub use consents::{ConsentChange, Recorded};
 pub use deletion::{AccountErasure, DeletionRecord, ItemRef, RECHECK_AFTER_MINUTES};
 pub use erasure::{subject_hash, Erased, Tombstone};
 pub use images::{Changed, DownloadRecord, GalleryEntry, ImageChange};

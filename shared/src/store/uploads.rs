@@ -175,10 +175,8 @@ impl Store {
             None => hide
                 .condition_expression("attribute_exists(pk) AND attribute_not_exists(deleted_at)"),
         };
-        let items = vec![
-            TransactWriteItem::builder().update(hide.build()?).build(),
-            self.deletion_record_put(&record, now)?,
-        ];
+        let mut items = vec![TransactWriteItem::builder().update(hide.build()?).build()];
+        items.extend(self.deletion_record_put(&record, now)?);
         Ok(
             match transact(&self.client, "delete upload", items).await? {
                 TxnOutcome::Committed => Some(record),
