@@ -199,6 +199,7 @@ async fn d1_access_lists_every_kind_held_with_its_deletion_dates() {
     }
 
     let data = app.get_json("/v1/me/data?limit=100", &user).await;
+    assert_eq!(data["deletion_suspended_by_hold"], true, "the hold is said");
     let kinds = data["kinds"].as_array().unwrap();
     assert_eq!(
         kinds.len(),

@@ -80,6 +80,15 @@ fn chunk_types(png: &[u8]) -> Vec<String> {
 }
 
 impl TestApp {
+    /// The objects stored for one upload.
+    async fn upload_objects(&self, user: &User, id: &str) -> Vec<String> {
+        self.app()
+            .objects
+            .list(&shared::objects::upload_prefix(&user.sub, id))
+            .await
+            .unwrap()
+    }
+
     async fn new_upload(&self, user: &User, content_type: &str, size: usize) -> Value {
         let resp = self
             .send(
@@ -306,12 +315,7 @@ async fn s1_upload_form_is_signed_for_one_key_type_and_size() {
         (checked["width"].as_u64(), checked["height"].as_u64()),
         (Some(64), Some(48))
     );
-    let keys = app
-        .app()
-        .objects
-        .list(&shared::objects::upload_prefix(&user.sub, id))
-        .await
-        .unwrap();
+    let keys = app.upload_objects(&user, id).await;
     assert_eq!(
         keys,
         vec![format!("users/{}/uploads/{id}/reference.png", user.sub)]
@@ -346,13 +350,7 @@ async fn s1_upload_form_is_signed_for_one_key_type_and_size() {
         app.get(&format!("/v1/uploads/{id}"), &user).await.status(),
         404
     );
-    assert!(app
-        .app()
-        .objects
-        .list(&shared::objects::upload_prefix(&user.sub, id))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(app.upload_objects(&user, id).await.is_empty());
 }
 
 /// S1: clients lie. A file of another type than declared, larger than declared, a decompression
@@ -412,12 +410,7 @@ async fn s1_uploads_that_lie_are_rejected_with_a_reason_and_nothing_remains() {
         let why = checked["reason"].as_str().unwrap();
         assert!(why.contains(reason), "{what}: {why}");
         assert!(
-            app.app()
-                .objects
-                .list(&shared::objects::upload_prefix(&user.sub, id))
-                .await
-                .unwrap()
-                .is_empty(),
+            app.upload_objects(&user, id).await.is_empty(),
             "{what}: nothing of it remains"
         );
         // A rejected upload cannot be used.
@@ -477,7 +470,6 @@ async fn r2_uploads_are_deleted_24_hours_after_their_last_use_and_with_the_accou
         let user = &user;
         async move { app.app().store.get_upload(&user.sub, &id).await.unwrap() }
     };
-    let objects = |id: &str| shared::objects::upload_prefix(&user.sub, id);
 
     let report = app.sweep_at(t0 + Duration::hours(25)).await;
     assert_eq!(report.uploads_expired, 1, "{report:?}");
@@ -485,13 +477,7 @@ async fn r2_uploads_are_deleted_24_hours_after_their_last_use_and_with_the_accou
         upload_item(unused.clone()).await.is_none(),
         "unused: gone 24 h after upload"
     );
-    assert!(app
-        .app()
-        .objects
-        .list(&objects(&unused))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(app.upload_objects(&user, &unused).await.is_empty());
     let kept = upload_item(used.clone()).await.expect("used 20 h in: kept");
     assert!(kept.last_used_at.is_some());
     assert_eq!(
@@ -507,26 +493,14 @@ async fn r2_uploads_are_deleted_24_hours_after_their_last_use_and_with_the_accou
         upload_item(used.clone()).await.is_none(),
         "gone 24 h after its last use"
     );
-    assert!(app
-        .app()
-        .objects
-        .list(&objects(&used))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(app.upload_objects(&user, &used).await.is_empty());
 
     // At account deletion, with everything else of the account.
     let other = app.ready_upload(&user, png(16, 16, [9, 9, 9])).await;
     assert_eq!(app.delete_account(&user).await.status(), 202);
     app.sweep_at(Utc::now()).await;
     assert!(upload_item(other.clone()).await.is_none());
-    assert!(app
-        .app()
-        .objects
-        .list(&objects(&other))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(app.upload_objects(&user, &other).await.is_empty());
 }
 
 /// U1, S1: a generation with references sends the provider the re-encoded references (on the

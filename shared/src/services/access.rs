@@ -53,6 +53,8 @@ pub struct KindAccess {
 #[derive(Debug, Serialize)]
 pub struct DataAccess {
     pub generated_at: String,
+    /// A legal hold (R5) names the caller: the deletion dates below wait until it ends.
+    pub deletion_suspended_by_hold: bool,
     pub kinds: Vec<KindAccess>,
 }
 
@@ -244,6 +246,9 @@ pub async fn get(
         _ => None,
     };
     let mut held = collect(app, caller.user_id.as_str()).await?;
+    let deletion_suspended_by_hold = held
+        .get(datamap::spec_of(datamap::Kind::Hold).kind)
+        .is_some_and(|h| !h.is_empty());
     let kinds = DATA_MAP
         .iter()
         .filter(|spec| only.is_none_or(|o| o.id == spec.id))
@@ -282,6 +287,7 @@ pub async fn get(
         .collect();
     Ok(DataAccess {
         generated_at: now.to_rfc3339(),
+        deletion_suspended_by_hold,
         kinds,
     })
 }
