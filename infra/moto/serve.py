@@ -32,6 +32,36 @@ class SerializeDynamoDB:
         return self.app(environ, start_response)
 
 
+class FixCompleteMultipartUpload:
+    """moto 5.2.1 answers S3 CompleteMultipartUpload with the root element
+    `CompleteMultipartUploadResponse`; S3 (and every SDK) uses `CompleteMultipartUploadResult`,
+    so the Rust SDK cannot parse moto's answer although the upload completed. Written for
+    moto 5.2.1 (pinned in infra/requirements.txt); drop it once moto answers as S3 does."""
+
+    WRONG = b"CompleteMultipartUploadResponse"
+    RIGHT = b"CompleteMultipartUploadResult"
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") != "POST" or "uploadId" not in environ.get("QUERY_STRING", ""):
+            return self.app(environ, start_response)
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        body = b"".join(self.app(environ, capture))
+        if self.WRONG in body:
+            body = body.replace(self.WRONG, self.RIGHT)
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(body))))
+        start_response(captured["status"], headers)
+        return [body]
+
+
 def watch_parent(pid):
     while True:
         try:
@@ -48,7 +78,9 @@ def main():
     parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args()
     app = DomainDispatcherApplication(create_backend_app)
-    server = make_server(args.host, args.port, SerializeDynamoDB(app), threaded=True)
+    server = make_server(
+        args.host, args.port, FixCompleteMultipartUpload(SerializeDynamoDB(app)), threaded=True
+    )
     os.environ["MOTO_PORT"] = str(server.server_port)
     print(server.server_port, flush=True)
     if args.parent_pid:

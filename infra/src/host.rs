@@ -258,6 +258,7 @@ pub async fn invoke_http(app: &App, function: Function, event: &Value) -> Respon
         Function::Uploads => uploads::handle(app, req).await,
         Function::Images => images::handle(app, req).await,
         Function::Gallery => gallery::handle(app, req).await,
+        Function::Exports => exports::handle(app, req).await,
     };
     match result {
         Ok(resp) => to_axum(resp),

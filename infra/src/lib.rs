@@ -52,6 +52,7 @@ pub struct Stack {
     pub resources: Resources,
     pub jwt: jwt::DevJwt,
     pub queue: workers::QueueTarget,
+    pub export_queue: workers::QueueTarget,
     pub sdk: SdkConfig,
     /// The local Stripe stand-in, when no Stripe key is configured.
     pub stripe: Option<stripe_standin::Handle>,
@@ -146,7 +147,15 @@ pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
             tracing::error!(error = %e, "dev host stopped");
         }
     });
+    let export_queue = workers::QueueTarget {
+        worker: workers::Worker::Export,
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+        url: resources.export_queue_url.clone(),
+        arn: resources.export_queue_arn.clone(),
+        retry_delay_secs: opts.retry_delay_secs,
+    };
     let queue = workers::QueueTarget {
+        worker: workers::Worker::Generate,
         sqs: aws_sdk_sqs::Client::new(&sdk),
         url: resources.queue_url.clone(),
         arn: resources.queue_arn.clone(),
@@ -154,6 +163,7 @@ pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
     };
     if opts.run_workers {
         tokio::spawn(workers::poll(app.clone(), queue.clone()));
+        tokio::spawn(workers::poll(app.clone(), export_queue.clone()));
     }
     if let Some(every) = opts.sweep_every {
         tokio::spawn(workers::schedule_sweep(app.clone(), every));
@@ -164,6 +174,7 @@ pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
         resources,
         jwt,
         queue,
+        export_queue,
         sdk,
         stripe,
     })

@@ -63,6 +63,11 @@ pub const BUCKET_SUFFIX: &str = "content";
 pub const QUEUE_SUFFIX: &str = "generation";
 pub const DLQ_SUFFIX: &str = "generation-dlq";
 pub const BUS_SUFFIX: &str = "events";
+pub const EXPORT_QUEUE_SUFFIX: &str = "export";
+pub const EXPORT_DLQ_SUFFIX: &str = "export-dlq";
+/// The `export` function's timeout, and its queue's visibility timeout (6x).
+pub const EXPORT_TIMEOUT_SECS: u32 = 900;
+pub const EXPORT_QUEUE_VISIBILITY_SECS: u32 = 5400;
 /// Deliveries before a message moves to the dead-letter queue.
 pub const MAX_RECEIVE_COUNT: u32 = 5;
 /// The `generate` function's timeout, and the queue's visibility timeout (at least 6x).
@@ -80,6 +85,8 @@ pub struct Resources {
     pub queue_url: String,
     pub queue_arn: String,
     pub dlq_url: String,
+    pub export_queue_url: String,
+    pub export_queue_arn: String,
     pub bus_name: String,
     pub user_pool_id: String,
     /// The SSM parameter holding the local Stripe webhook signing secret.
@@ -323,6 +330,41 @@ pub async fn provision(
         .context("queue without URL")?
         .to_string();
     let queue_arn_value = queue_arn(&sqs, &queue_url).await?;
+    let export_dlq_url = sqs
+        .create_queue()
+        .queue_name(format!("{prefix}-{EXPORT_DLQ_SUFFIX}"))
+        .attributes(
+            QueueAttributeName::MessageRetentionPeriod,
+            DLQ_RETENTION_SECS.to_string(),
+        )
+        .send()
+        .await
+        .context("creating the export DLQ")?
+        .queue_url()
+        .context("export DLQ without URL")?
+        .to_string();
+    let export_redrive = serde_json::json!({
+        "deadLetterTargetArn": queue_arn(&sqs, &export_dlq_url).await?,
+        "maxReceiveCount": MAX_RECEIVE_COUNT,
+    });
+    let export_queue_url = sqs
+        .create_queue()
+        .queue_name(format!("{prefix}-{EXPORT_QUEUE_SUFFIX}"))
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            EXPORT_QUEUE_VISIBILITY_SECS.to_string(),
+        )
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            export_redrive.to_string(),
+        )
+        .send()
+        .await
+        .context("creating the export queue")?
+        .queue_url()
+        .context("export queue without URL")?
+        .to_string();
+    let export_queue_arn = queue_arn(&sqs, &export_queue_url).await?;
 
     let eb = aws_sdk_eventbridge::Client::new(sdk);
     let bus_name = format!("{prefix}-{BUS_SUFFIX}");
@@ -367,6 +409,8 @@ pub async fn provision(
         queue_url,
         queue_arn: queue_arn_value,
         dlq_url,
+        export_queue_url,
+        export_queue_arn,
         bus_name,
         user_pool_id,
         stripe_webhook_secret_param,
@@ -418,6 +462,7 @@ impl Resources {
             ("BUCKET_NAME", self.bucket_name.clone()),
             ("GENERATION_QUEUE_URL", self.queue_url.clone()),
             ("GENERATION_DLQ_URL", self.dlq_url.clone()),
+            ("EXPORT_QUEUE_URL", self.export_queue_url.clone()),
             ("EVENT_BUS_NAME", self.bus_name.clone()),
             ("USER_POOL_ID", self.user_pool_id.clone()),
             (

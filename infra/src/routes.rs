@@ -12,6 +12,7 @@ pub enum Function {
     Uploads,
     Images,
     Gallery,
+    Exports,
 }
 
 impl Function {
@@ -27,6 +28,7 @@ impl Function {
             Self::Uploads => "UploadsFunction",
             Self::Images => "ImagesFunction",
             Self::Gallery => "GalleryFunction",
+            Self::Exports => "ExportsFunction",
         }
     }
 }
@@ -129,6 +131,9 @@ pub const ROUTES: &[Route] = &[
     r("DELETE", "/v1/images/{id}", Function::Images, true),
     r("POST", "/v1/images/{id}/download", Function::Images, true),
     r("GET", "/v1/downloads", Function::Images, true),
+    r("POST", "/v1/exports", Function::Exports, true),
+    r("GET", "/v1/exports", Function::Exports, true),
+    r("GET", "/v1/exports/{id}", Function::Exports, true),
     r("GET", "/v1/gallery", Function::Gallery, false),
     r("GET", "/v1/gallery/{id}", Function::Gallery, false),
     r("GET", "/v1/health", Function::Public, false),

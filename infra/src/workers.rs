@@ -13,9 +13,17 @@ use lambda_runtime::{Context as LambdaContext, LambdaEvent};
 use serde_json::{json, Value};
 use shared::App;
 
-/// Where the generation queue is.
+/// Which function a queue feeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Worker {
+    Generate,
+    Export,
+}
+
+/// Where a worker's queue is.
 #[derive(Clone)]
 pub struct QueueTarget {
+    pub worker: Worker,
     pub sqs: aws_sdk_sqs::Client,
     pub url: String,
     pub arn: String,
@@ -78,9 +86,15 @@ pub async fn deliver_once(
         })
         .collect();
     let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))?;
-    let response = generate::handle(app, LambdaEvent::new(event, lambda_context("generate")))
-        .await
-        .map_err(|e| anyhow::anyhow!("generate handler failed: {e}"))?;
+    let response = match q.worker {
+        Worker::Generate => {
+            generate::handle(app, LambdaEvent::new(event, lambda_context("generate"))).await
+        }
+        Worker::Export => {
+            export::handle(app, LambdaEvent::new(event, lambda_context("export"))).await
+        }
+    }
+    .map_err(|e| anyhow::anyhow!("worker handler failed: {e}"))?;
     let failed: Vec<&str> = response
         .batch_item_failures
         .iter()

@@ -99,6 +99,8 @@ pub struct Config {
     /// The purposes a user can consent to (U4, D7), each off until granted
     /// (`CONSENT_PURPOSES`, comma-separated; `marketing_email` by default).
     pub consent_purposes: Vec<String>,
+    /// The export queue (`EXPORT_QUEUE_URL`; exports answer 503 without it).
+    pub export_queue_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -241,6 +243,7 @@ impl Config {
                 .unwrap_or_else(|| "https://imagegen.invalid/billing/cancel".into()),
             low_balance_threshold: number("LOW_BALANCE_THRESHOLD", 5)?,
             consent_purposes: consent_purposes(get("CONSENT_PURPOSES").as_deref())?,
+            export_queue_url: get("EXPORT_QUEUE_URL"),
             portal_return_url: get("PORTAL_RETURN_URL")
                 .unwrap_or_else(|| "https://imagegen.invalid/billing".into()),
         })

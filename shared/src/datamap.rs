@@ -111,6 +111,9 @@ pub enum Kind {
     Consent,
     ConsentRecord,
     DeletionPointer,
+    Export,
+    ExportLock,
+    ExportArchive,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -293,6 +296,18 @@ pub const DATA_MAP: &[KindSpec] = &[
         "that a deletion of the user's data is pending (the id of its record), so access finds it",
         "C4", R::UntilDone, "until the deletion is done", T::WithAccount,
         "removed with its record once the work is done, or by account deletion", false),
+    spec(Kind::Export, "export", Table, "USER#<sub> | EXPORT#<id>",
+        "an export of the user's data: its status, size, file count, when it was made and when it is deleted",
+        "C1", R::Fixed, "R7: 7 days from its creation", T::Stamped,
+        "the deletion pipeline with its archive: expiry, account deletion", false),
+    spec(Kind::ExportLock, "export_lock", Table, "USER#<sub> | EXPORT_ACTIVE",
+        "which export of the user is being built (one at a time)", "C1", R::UntilDone,
+        "until the export is built or failed (at most its lease)", T::WithAccount,
+        "removed when the export ends, or by account deletion", false),
+    spec(Kind::ExportArchive, "export_archive", Bucket, "users/<sub>/exports/<id>/export.zip",
+        "a ZIP of everything the data map marks exported, with the original files and a manifest of SHA-256 hashes",
+        "C1", R::Fixed, "R7: 7 days from its creation", T::WithOwnerItem,
+        "the deletion pipeline with its export; S3 lifecycle backstop (tag backstop=on)", false),
 ];
 
 pub fn spec_of(kind: Kind) -> &'static KindSpec {
@@ -375,6 +390,9 @@ mod tests {
             Kind::Consent,
             Kind::ConsentRecord,
             Kind::DeletionPointer,
+            Kind::Export,
+            Kind::ExportLock,
+            Kind::ExportArchive,
         ];
         assert_eq!(all.len(), DATA_MAP.len());
         for k in all {

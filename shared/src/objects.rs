@@ -14,6 +14,12 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier, ServerSideEncryption, Tag, Tagging};
 use aws_sdk_s3::Client;
 
+/// A stream of an object's bytes.
+pub type ByteReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+/// Multipart upload part size (S3's minimum is 5 MiB, except for the last part).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
 /// The tag the lifecycle backstop rule matches.
 pub const BACKSTOP_TAG: (&str, &str) = ("backstop", "on");
 
@@ -50,6 +56,20 @@ pub trait Objects: Send + Sync {
     async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
     /// The object's size, or `None` when there is no such object.
     async fn size(&self, key: &str) -> anyhow::Result<Option<u64>>;
+    /// The object as a stream (never held whole in memory), or `None` when there is none.
+    async fn get_stream(&self, key: &str) -> anyhow::Result<Option<ByteReader>>;
+    /// Stores what `reader` yields as one object by multipart upload, in parts of
+    /// [`PART_SIZE`]: memory stays at one part whatever the size. The upload completes only
+    /// when `commit` says so once the reader has ended; otherwise (or on any error) it is
+    /// aborted and nothing is stored. Returns the size.
+    async fn put_stream(
+        &self,
+        key: &str,
+        content_type: &str,
+        backstop: bool,
+        reader: ByteReader,
+        commit: tokio::sync::oneshot::Receiver<bool>,
+    ) -> anyhow::Result<u64>;
     /// Deletes every object under `prefix`; returns how many were deleted.
     async fn delete_prefix(&self, prefix: &str) -> anyhow::Result<usize>;
     /// Keys under `prefix`.
@@ -81,6 +101,11 @@ pub fn user_prefix(user_id: &str) -> String {
 /// `users/<sub>/uploads/<id>/` : one reference upload (as sent, and its re-encoded copy).
 pub fn upload_prefix(user_id: &str, upload_id: &str) -> String {
     format!("users/{user_id}/uploads/{upload_id}/")
+}
+
+/// `users/<sub>/exports/<id>/` : one export's archive.
+pub fn export_prefix(user_id: &str, export_id: &str) -> String {
+    format!("users/{user_id}/exports/{export_id}/")
 }
 
 /// `public/<token>/` : the public copy of one published image (a random token per copy, so the
@@ -248,6 +273,128 @@ impl Objects for ObjectStore {
             Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) => Err(anyhow::Error::new(e).context(format!("looking up object {key}"))),
+        }
+    }
+
+    async fn get_stream(&self, key: &str) -> anyhow::Result<Option<ByteReader>> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(Box::new(out.body.into_async_read()))),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("reading object {key}"))),
+        }
+    }
+
+    async fn put_stream(
+        &self,
+        key: &str,
+        content_type: &str,
+        backstop: bool,
+        mut reader: ByteReader,
+        commit: tokio::sync::oneshot::Receiver<bool>,
+    ) -> anyhow::Result<u64> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        use tokio::io::AsyncReadExt;
+        let upload_id = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .server_side_encryption(ServerSideEncryption::Aes256)
+            .set_tagging(backstop.then(|| format!("{}={}", BACKSTOP_TAG.0, BACKSTOP_TAG.1)))
+            .send()
+            .await
+            .with_context(|| format!("starting the upload of {key}"))?
+            .upload_id()
+            .context("no upload id")?
+            .to_string();
+        let result: anyhow::Result<(Vec<CompletedPart>, u64)> = async {
+            let mut parts = Vec::new();
+            let mut total = 0u64;
+            let mut buf = vec![0u8; PART_SIZE];
+            loop {
+                // Fill one part (or what is left).
+                let mut filled = 0;
+                while filled < PART_SIZE {
+                    let n = reader.read(&mut buf[filled..]).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 && !parts.is_empty() {
+                    break;
+                }
+                let number = parts.len() as i32 + 1;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(ByteStream::from(buf[..filled].to_vec()))
+                    .send()
+                    .await
+                    .with_context(|| format!("uploading part {number} of {key}"))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .build(),
+                );
+                total += filled as u64;
+                if filled < PART_SIZE {
+                    break;
+                }
+            }
+            Ok((parts, total))
+        }
+        .await;
+        let go = matches!(commit.await, Ok(true));
+        match result {
+            Ok((parts, total)) if go => {
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .with_context(|| format!("completing the upload of {key}"))?;
+                Ok(total)
+            }
+            other => {
+                // Nothing half-written stays (the bucket's lifecycle rule aborts what this
+                // cannot).
+                if let Err(e) = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await
+                {
+                    tracing::warn!(error = ?e, "multipart upload not aborted; the lifecycle rule will");
+                }
+                match other {
+                    Err(e) => Err(e),
+                    Ok(_) => anyhow::bail!("the upload of {key} was not committed"),
+                }
+            }
         }
     }
 

@@ -38,6 +38,18 @@ impl JobQueue {
         Ok(())
     }
 
+    /// Sends a JSON message to another queue of the service (the export queue).
+    pub async fn send_to(&self, url: &str, body: &impl serde::Serialize) -> anyhow::Result<()> {
+        self.client
+            .send_message()
+            .queue_url(url)
+            .message_body(serde_json::to_string(body)?)
+            .send()
+            .await
+            .context("sending a message")?;
+        Ok(())
+    }
+
     /// Up to ten dead-lettered messages (no long poll: the sweep must not wait).
     pub async fn receive_dead_letters(&self) -> anyhow::Result<Vec<DeadLetter>> {
         let out = self

@@ -153,7 +153,7 @@ async fn u4_d5_d7_consents_are_recorded_with_the_policy_version_and_withdrawal_i
 /// it cannot publish, no marketing or analytics event names it; it can still read and delete
 /// (and lifting the restriction brings its images back).
 #[tokio::test]
-async fn d6_a_restricted_account_leaves_the_gallery_and_can_still_read_and_delete() {
+async fn d6_a_restricted_account_leaves_the_gallery_and_can_still_read_export_and_delete() {
     let app = spawn_app().await;
     let user = app.onboarded_user().await;
     let job = app.create(&user, gen_body("a quiet pond")).await;
@@ -249,6 +249,13 @@ async fn d6_a_restricted_account_leaves_the_gallery_and_can_still_read_and_delet
         200
     );
     assert_eq!(app.get("/v1/me/data", &user).await.status(), 200);
+    assert_eq!(
+        app.send(Method::POST, "/v1/exports", Some(&user), None)
+            .await
+            .status(),
+        202,
+        "and export"
+    );
     assert_eq!(app.delete_generation(&user, &second).await.status(), 204);
 
     // Lifted: back in the gallery, and in marketing (the consent still stands).

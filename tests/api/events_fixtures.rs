@@ -43,6 +43,7 @@ async fn send(app: &TestApp, name: &str, event: &str) -> (u16, Value) {
         "uploads" => uploads::handle(app.app(), req).await,
         "images" => images::handle(app.app(), req).await,
         "gallery" => gallery::handle(app.app(), req).await,
+        "exports" => exports::handle(app.app(), req).await,
         other => panic!("no HTTP function {other}"),
     }
     .unwrap();
@@ -80,6 +81,7 @@ async fn every_sample_event_runs_through_its_handler() {
         ("account-update-me.json", 200),
         ("account-data.json", 200),
         ("account-consents.json", 200),
+        ("exports-create.json", 202),
         ("generations-create.json", 202),
         ("generations-create.json", 202),
         ("generations-list.json", 200),
@@ -236,6 +238,15 @@ async fn every_sample_event_runs_through_its_handler() {
         "a message for an unknown job is a no-op"
     );
     seen.push("generate-sqs.json".into());
+    let sqs: SqsEvent = serde_json::from_str(&read("export-sqs.json")).unwrap();
+    let resp = export::handle(app.app(), LambdaEvent::new(sqs, ctx()))
+        .await
+        .unwrap();
+    assert!(
+        resp.batch_item_failures.is_empty(),
+        "a message for an unknown export is a no-op"
+    );
+    seen.push("export-sqs.json".into());
     let schedule: Value = serde_json::from_str(&read("retention-sweep-schedule.json")).unwrap();
     let report = retention_sweep::handle(app.app(), LambdaEvent::new(schedule, ctx()))
         .await

@@ -180,6 +180,17 @@ impl TestApp {
         }
     }
 
+    /// Delivers queued export messages to the export worker until the queue is empty.
+    pub async fn drain_exports(&self) {
+        let mut idle = 0;
+        while idle < 2 {
+            let n = devstack::workers::deliver_once(self.app(), &self.stack.export_queue, 10, 0)
+                .await
+                .expect("delivery works");
+            idle = if n == 0 { idle + 1 } else { 0 };
+        }
+    }
+
     pub async fn job(&self, user: &User, id: &str) -> Value {
         let resp = self.get(&format!("/v1/generations/{id}"), user).await;
         assert_eq!(resp.status(), 200);
@@ -718,6 +729,21 @@ impl shared::objects::Objects for FaultyObjects {
     }
     async fn size(&self, key: &str) -> anyhow::Result<Option<u64>> {
         self.inner.size(key).await
+    }
+    async fn get_stream(&self, key: &str) -> anyhow::Result<Option<shared::objects::ByteReader>> {
+        self.inner.get_stream(key).await
+    }
+    async fn put_stream(
+        &self,
+        key: &str,
+        content_type: &str,
+        backstop: bool,
+        reader: shared::objects::ByteReader,
+        commit: tokio::sync::oneshot::Receiver<bool>,
+    ) -> anyhow::Result<u64> {
+        self.inner
+            .put_stream(key, content_type, backstop, reader, commit)
+            .await
     }
     async fn delete_prefix(&self, prefix: &str) -> anyhow::Result<usize> {
         if self.fail_deletes.load(Ordering::SeqCst) {

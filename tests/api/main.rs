@@ -16,6 +16,7 @@ mod deletion;
 mod devhost;
 mod errors;
 mod events_fixtures;
+mod exports;
 mod flow;
 mod generations;
 mod providers;

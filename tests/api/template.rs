@@ -130,6 +130,18 @@ fn template_resources_match_local_provisioning() {
         s(&dlq["MessageRetentionPeriod"]),
         resources::DLQ_RETENTION_SECS.to_string()
     );
+    let export = &resource(&t, "ExportQueue")["Properties"];
+    assert!(s(&export["QueueName"]).ends_with(&format!("-{}", resources::EXPORT_QUEUE_SUFFIX)));
+    assert_eq!(
+        s(&export["VisibilityTimeout"]),
+        resources::EXPORT_QUEUE_VISIBILITY_SECS.to_string()
+    );
+    let export_dlq = &resource(&t, "ExportDLQ")["Properties"];
+    assert!(s(&export_dlq["QueueName"]).ends_with(&format!("-{}", resources::EXPORT_DLQ_SUFFIX)));
+    let worker = &resource(&t, "ExportFunction")["Properties"];
+    let timeout: u32 = s(&worker["Timeout"]).parse().unwrap();
+    assert_eq!(timeout, resources::EXPORT_TIMEOUT_SECS);
+    assert!(resources::EXPORT_QUEUE_VISIBILITY_SECS >= 6 * timeout);
     let bus = &resource(&t, "EventBus")["Properties"];
     assert!(s(&bus["Name"]).ends_with(&format!("-{}", resources::BUS_SUFFIX)));
 

@@ -8,6 +8,7 @@ pub mod billing;
 pub mod billing_account;
 pub mod consents;
 pub mod deletion;
+pub mod exports;
 pub mod gallery;
 pub mod generations;
 pub mod images;

@@ -76,6 +76,8 @@ pub struct SweepReport {
     pub content_held: usize,
     /// Reference uploads past their deletion time (R2) handed to the pipeline.
     pub uploads_expired: usize,
+    /// Exports past their 7 days (R7) handed to the pipeline.
+    pub exports_expired: usize,
     pub holds_ended: usize,
     /// Items or phases that failed this run (logged; retried next run).
     pub errors: usize,
@@ -370,6 +372,19 @@ async fn delete_stamped(
                     crate::services::uploads::expire(app, holds, user_id, id, now).await?
                 {
                     report.uploads_expired += 1;
+                    report.count(executed);
+                }
+                return Ok(());
+            }
+            if let (Some(user_id), Some(id)) = (
+                keys::user_from_pk(&due.pk),
+                due.sk.strip_prefix(keys::EXPORT_PREFIX),
+            ) {
+                // R7: through the pipeline (its archive), under the holds in force.
+                if let Some(executed) =
+                    crate::services::exports::expire(app, holds, user_id, id, now).await?
+                {
+                    report.exports_expired += 1;
                     report.count(executed);
                 }
                 return Ok(());

@@ -171,6 +171,19 @@ impl DeletionRecord {
         r
     }
 
+    /// An export: its item, its archive and the lock it may still hold (R7).
+    pub fn export(user_id: &str, export_id: &str, reason: &str, now: DateTime<Utc>) -> Self {
+        let mut r = Self::base(reason, user_id, now);
+        r.items.push(ItemRef {
+            pk: user_pk(user_id),
+            sk: keys::export_sk(export_id),
+            only_if_job: None,
+        });
+        r.prefixes
+            .push(crate::objects::export_prefix(user_id, export_id));
+        r
+    }
+
     /// A whole account (R4).
     pub fn account(user_id: &str, reason: &str, anonymous_id: &str, now: DateTime<Utc>) -> Self {
         let mut r = Self::base(reason, user_id, now);

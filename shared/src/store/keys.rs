@@ -64,6 +64,13 @@ pub fn delref_sk(id: &str) -> String {
     format!("DELREF#{id}")
 }
 
+pub const EXPORT_PREFIX: &str = "EXPORT#";
+pub const EXPORT_ACTIVE: &str = "EXPORT_ACTIVE";
+
+pub fn export_sk(id: &str) -> String {
+    format!("{EXPORT_PREFIX}{id}")
+}
+
 pub fn download_sk(id: &str) -> String {
     format!("{DOWNLOAD_PREFIX}{id}")
 }

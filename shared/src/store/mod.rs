@@ -21,6 +21,7 @@ mod billing;
 mod consents;
 mod deletion;
 mod erasure;
+mod exports;
 mod images;
 pub(crate) mod item;
 mod jobs;
@@ -36,6 +37,7 @@ pub use billing::{Applied, CustomerRecord, Grant, Payment, StateOutcome, Subscri
 pub use consents::{ConsentChange, Recorded};
 pub use deletion::{AccountErasure, DeletionRecord, ItemRef, RECHECK_AFTER_MINUTES};
 pub use erasure::{subject_hash, Erased, Tombstone};
+pub use exports::{ExportRecord, Started};
 pub use images::{Changed, DownloadRecord, GalleryEntry, ImageChange};
 pub use jobs::{
     job_from_item, ClaimOutcome, CreateJob, CreateOutcome, FailGuard, IdempotencyRecord,
