@@ -358,7 +358,10 @@ impl Objects for ObjectStore {
             Ok((parts, total))
         }
         .await;
-        let go = matches!(commit.await, Ok(true));
+        // The reader goes first: a writer still writing into it then fails at once instead of
+        // waiting on a full pipe; after a failed part, the commit is not waited for.
+        drop(reader);
+        let go = result.is_ok() && matches!(commit.await, Ok(true));
         match result {
             Ok((parts, total)) if go => {
                 self.client

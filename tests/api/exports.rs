@@ -161,6 +161,27 @@ async fn d4_the_export_is_a_standard_zip_with_every_record_kind_and_original_and
             spec.kind
         );
     }
+    // Each kind's file holds what access counts for it (nothing hidden in this scenario).
+    let data = app.get_json("/v1/me/data", &user).await;
+    let mut counts = std::collections::HashMap::new();
+    for k in data["kinds"].as_array().unwrap() {
+        counts.insert(
+            k["kind"].as_str().unwrap().to_string(),
+            k["count"].as_u64().unwrap(),
+        );
+    }
+    for spec in shared::datamap::DATA_MAP
+        .iter()
+        .filter(|k| k.exported && k.store == shared::datamap::Store::Table)
+    {
+        let mut s = String::new();
+        zip.by_name(&format!("data/{}.json", spec.kind))
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        let records: Vec<Value> = serde_json::from_str(&s).unwrap();
+        assert_eq!(records.len() as u64, counts[spec.kind], "{}", spec.kind);
+    }
     let images: Vec<_> = names.iter().filter(|n| n.starts_with("images/")).collect();
     assert_eq!(images.len(), 2, "every generated image: {names:?}");
     assert!(images.iter().all(|n| n.contains(&job)));
@@ -232,4 +253,59 @@ async fn r7_an_export_is_deleted_after_7_days_and_with_the_account() {
     assert_eq!(app.delete_account(&user).await.status(), 202);
     app.sweep_at(Utc::now()).await;
     assert!(app.app().objects.size(&archive).await.unwrap().is_none());
+}
+
+/// A part upload that fails mid-export: the worker returns at once (the archive writer is not
+/// left waiting on a full pipe), nothing is stored, and after the last delivery the export is
+/// failed and the user may ask again.
+#[tokio::test]
+async fn a_failed_upload_aborts_the_export_and_the_last_delivery_frees_the_user() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    app.create(
+        &user,
+        json!({"prompt": "a long export", "size": "1536x1024", "quality": "low", "n": 4}),
+    )
+    .await;
+    app.drain().await;
+    let resp = app.request_export(&user).await;
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (faulty_app, faulty) = app.with_failing_deletes();
+    faulty
+        .fail_deletes
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    faulty
+        .fail_uploads
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let msg = shared::services::exports::ExportMessage {
+        user_id: user.sub.clone(),
+        export_id: id.clone(),
+    };
+    let outcome = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        shared::services::exports::run(&faulty_app, &msg, Utc::now()),
+    )
+    .await
+    .expect("the worker does not hang");
+    let err = outcome.expect_err("the export failed");
+    assert!(format!("{err:#}").contains("injected fault"), "{err:#}");
+    let archive = shared::services::exports::archive_key(&user.sub, &id);
+    assert!(app.app().objects.size(&archive).await.unwrap().is_none());
+    assert_eq!(
+        problem_code(app.request_export(&user).await, 409).await,
+        "export_in_progress"
+    );
+    shared::services::exports::give_up(app.app(), &msg, &format!("{err:#}"))
+        .await
+        .unwrap();
+    let failed = app.get_json(&format!("/v1/exports/{id}"), &user).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(
+        app.request_export(&user).await.status(),
+        202,
+        "free to ask again"
+    );
 }

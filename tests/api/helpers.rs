@@ -630,6 +630,7 @@ impl TestApp {
         let faulty = Arc::new(FaultyObjects {
             inner: self.app().objects.clone(),
             fail_deletes: std::sync::atomic::AtomicBool::new(true),
+            fail_uploads: std::sync::atomic::AtomicBool::new(false),
         });
         (self.app().clone().with_objects(faulty.clone()), faulty)
     }
@@ -686,6 +687,8 @@ pub async fn scan_table(
 pub struct FaultyObjects {
     pub inner: Arc<dyn shared::objects::Objects>,
     pub fail_deletes: std::sync::atomic::AtomicBool,
+    /// Streamed uploads fail after their first MiB (a part upload that keeps failing).
+    pub fail_uploads: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -741,6 +744,13 @@ impl shared::objects::Objects for FaultyObjects {
         reader: shared::objects::ByteReader,
         commit: tokio::sync::oneshot::Receiver<bool>,
     ) -> anyhow::Result<u64> {
+        if self.fail_uploads.load(Ordering::SeqCst) {
+            use tokio::io::AsyncReadExt;
+            let mut reader = reader;
+            let mut first = vec![0u8; 1 << 20];
+            let _ = reader.read_exact(&mut first).await;
+            anyhow::bail!("injected fault: UploadPart failed");
+        }
         self.inner
             .put_stream(key, content_type, backstop, reader, commit)
             .await

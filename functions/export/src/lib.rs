@@ -14,15 +14,30 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
     // One at a time: an export streams many objects and must keep its memory bounded.
     for record in event.payload.records {
         let message_id = record.message_id.clone().unwrap_or_default();
+        let receives: u32 = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
         let span =
             tracing::info_span!("message", request_id = %request_id, message_id = %message_id);
         let outcome: Result<(), String> = async {
             let msg: ExportMessage =
                 serde_json::from_str(record.body.as_deref().unwrap_or_default())
                     .map_err(|e| format!("not an export message: {e}"))?;
-            exports::run(app, &msg, chrono::Utc::now())
-                .await
-                .map_err(|e| format!("{e:#}"))
+            match exports::run(app, &msg, chrono::Utc::now()).await {
+                Ok(()) => Ok(()),
+                // The queue's last delivery (its redrive policy's maxReceiveCount): failed
+                // for good, so the user sees it and may ask again.
+                Err(e) if receives >= exports::MAX_DELIVERIES => {
+                    let reason = format!("{e:#}");
+                    tracing::error!(reason = %reason, "export failed for good");
+                    exports::give_up(app, &msg, &reason)
+                        .await
+                        .map_err(|e| format!("{e:#}"))
+                }
+                Err(e) => Err(format!("{e:#}")),
+            }
         }
         .instrument(span)
         .await;

@@ -27,6 +27,8 @@ use crate::store::{ExportRecord, Started};
 pub const EXPORT_DAYS: i64 = 7;
 /// How long one export may hold the user's lock (a dead worker's lock runs out).
 pub const LOCK_MINUTES: i64 = 30;
+/// The export queue's `maxReceiveCount`: the last delivery marks the export failed.
+pub const MAX_DELIVERIES: u32 = 5;
 const READ_BUFFER: usize = 64 * 1024;
 /// Between the archive writer and the uploader.
 const PIPE_BUFFER: usize = 256 * 1024;
@@ -184,6 +186,7 @@ pub async fn run(app: &App, msg: &ExportMessage, now: DateTime<Utc>) -> anyhow::
         .await?
     {
         tracing::info!("export already built, failed or deleted");
+        app.store.release_export_lock(user_id, id).await?;
         return Ok(());
     }
     let backstop = !app.store.holds_in_force(now).await?.covers(user_id, None);
@@ -207,15 +210,45 @@ pub async fn run(app: &App, msg: &ExportMessage, now: DateTime<Utc>) -> anyhow::
         .await?;
     app.store.release_export_lock(user_id, id).await?;
     if done {
-        crate::services::worker::publish(
+        // Ids and a size only: a user who restricts processing still learns it is ready.
+        crate::services::worker::publish_unchecked(
             app,
             "export.ready",
             json!({"user_id": user_id, "export_id": id, "size": size}),
         )
         .await;
         tracing::info!(size, files, "export ready");
+    } else if app
+        .store
+        .get_export(user_id, id)
+        .await?
+        .is_none_or(|e| e.deleted_at.is_some())
+    {
+        // Deleted (with the account, or expired) while it was built: the archive this run
+        // wrote goes too.
+        tracing::info!("export deleted while it was built; removing its archive");
+        app.objects
+            .delete_prefix(&crate::objects::export_prefix(user_id, id))
+            .await?;
     }
     Ok(())
+}
+
+/// After the last delivery: the export failed for good; its user may ask again at once.
+pub async fn give_up(app: &App, msg: &ExportMessage, error: &str) -> anyhow::Result<()> {
+    let reason: String = error.chars().take(500).collect();
+    app.store
+        .set_export_status(
+            &msg.user_id,
+            &msg.export_id,
+            &["queued", "running"],
+            "failed",
+            &[("error", crate::store::item::s(reason))],
+        )
+        .await?;
+    app.store
+        .release_export_lock(&msg.user_id, &msg.export_id)
+        .await
 }
 
 /// Streams the archive into S3; returns its size and how many files it holds.
@@ -238,8 +271,14 @@ async fn build(app: &App, user_id: &str, id: &str, backstop: bool) -> anyhow::Re
     let written = write_archive(app, user_id, id, writer).await;
     // Commit only a whole archive; anything else aborts the upload.
     let _ = commit.send(written.is_ok());
-    let size = upload.await??;
-    Ok((size, written?))
+    let uploaded = upload.await?;
+    match (written, uploaded) {
+        (Ok(files), Ok(size)) => Ok((size, files)),
+        // The upload failed first (the writer then saw the pipe close): its cause.
+        (Ok(_), Err(e)) => Err(e),
+        (Err(w), Err(u)) => Err(w.context(format!("upload: {u:#}"))),
+        (Err(w), Ok(_)) => Err(w),
+    }
 }
 
 /// Internal attributes that say nothing about the person.
