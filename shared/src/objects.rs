@@ -241,24 +241,16 @@ impl Objects for ObjectStore {
     }
 
     async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
+        use tokio::io::AsyncReadExt;
+        let Some(mut reader) = self.get_stream(key).await? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        reader
+            .read_to_end(&mut bytes)
             .await
-        {
-            Ok(out) => Ok(Some(
-                out.body
-                    .collect()
-                    .await
-                    .with_context(|| format!("reading object {key}"))?
-                    .to_vec(),
-            )),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) => Err(anyhow::Error::new(e).context(format!("reading object {key}"))),
-        }
+            .with_context(|| format!("reading object {key}"))?;
+        Ok(Some(bytes))
     }
 
     async fn size(&self, key: &str) -> anyhow::Result<Option<u64>> {

@@ -356,61 +356,22 @@ impl Store {
         &self,
         owners: &[String],
     ) -> anyhow::Result<std::collections::HashSet<String>> {
-        use aws_sdk_dynamodb::types::KeysAndAttributes;
-        let mut listed = std::collections::HashSet::new();
-        let mut unique: Vec<&String> = owners.iter().collect();
-        unique.sort();
-        unique.dedup();
-        for chunk in unique.chunks(100) {
-            let keys = chunk
-                .iter()
-                .map(|o| key(user_pk(o), keys::PROFILE))
-                .collect::<Vec<_>>();
-            let mut request = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .projection_expression("pk, deleted_at, suspension_reason, restricted_at")
-                    .build()?,
-            );
-            while let Some(req) = request.take() {
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, req)
-                    .send()
-                    .await
-                    .map_err(|e| anyhow::anyhow!(e).context("reading gallery owners"))?;
-                for item in out
-                    .responses()
-                    .and_then(|r| r.get(&self.table))
-                    .into_iter()
-                    .flatten()
-                {
-                    if !["deleted_at", "suspension_reason", "restricted_at"]
-                        .iter()
-                        .any(|a| item.contains_key(*a))
-                    {
-                        if let Some(owner) = item
-                            .get(keys::PK)
-                            .and_then(|v| v.as_s().ok())
-                            .and_then(|pk| keys::user_from_pk(pk))
-                        {
-                            listed.insert(owner.to_string());
-                        }
-                    }
-                }
-                request = out
-                    .unprocessed_keys()
-                    .and_then(|u| u.get(&self.table))
-                    .cloned();
-                if request.is_some() {
-                    // Throttled: a short pause before asking for the rest.
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-        Ok(listed)
+        let keys: Vec<(String, String)> = owners
+            .iter()
+            .map(|o| (user_pk(o), keys::PROFILE.to_string()))
+            .collect();
+        Ok(self
+            .batch_get(&keys)
+            .await?
+            .iter()
+            .filter(|item| {
+                !["deleted_at", "suspension_reason", "restricted_at"]
+                    .iter()
+                    .any(|a| item.contains_key(*a))
+            })
+            .filter_map(|item| item.get(keys::PK).and_then(|v| v.as_s().ok()))
+            .filter_map(|pk| keys::user_from_pk(pk).map(str::to_string))
+            .collect())
     }
 
     /// The prefixes of the user's public copies (account erasure removes them: they live
