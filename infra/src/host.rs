@@ -113,6 +113,7 @@ pub fn api_gateway_event(
     claims: Option<&HashMap<String, String>>,
     body: &[u8],
     request_id: &str,
+    source_ip: &str,
 ) -> Value {
     let mut hdrs = Map::new();
     let mut cookies = Vec::new();
@@ -166,7 +167,7 @@ pub fn api_gateway_event(
             "method": method,
             "path": path,
             "protocol": "HTTP/1.1",
-            "sourceIp": "127.0.0.1",
+            "sourceIp": source_ip,
             "userAgent": headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or(""),
         },
         "requestId": request_id,
@@ -270,7 +271,11 @@ pub async fn invoke_http(app: &App, function: Function, event: &Value) -> Respon
     }
 }
 
-async fn dispatch(State(host): State<Arc<Host>>, req: Request) -> Response {
+async fn dispatch(
+    State(host): State<Arc<Host>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    req: Request,
+) -> Response {
     let (parts, body) = req.into_parts();
     let method = parts.method.as_str().to_string();
     let path = parts.uri.path().to_string();
@@ -304,6 +309,7 @@ async fn dispatch(State(host): State<Arc<Host>>, req: Request) -> Response {
         claims.as_ref(),
         &body,
         &request_id,
+        &peer.ip().to_string(),
     );
     invoke_http(&host.app, route.function, &event).await
 }

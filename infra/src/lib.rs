@@ -143,7 +143,12 @@ pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
         jwt: jwt.clone(),
     }));
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
+        if let Err(e) = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        {
             tracing::error!(error = %e, "dev host stopped");
         }
     });

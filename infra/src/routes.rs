@@ -138,6 +138,7 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/v1/gallery/{id}", Function::Gallery, false),
     r("GET", "/v1/health", Function::Public, false),
     r("GET", "/v1/policy", Function::Public, false),
+    r("GET", "/v1/openapi.json", Function::Public, false),
 ];
 
 /// Finds the route for a request and its path parameters.

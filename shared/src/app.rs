@@ -21,6 +21,8 @@ pub struct App {
     pub queue: JobQueue,
     pub events: EventBus,
     pub provider: Arc<dyn ImageProvider>,
+    /// Prompt moderation: the blocklist, then the moderation endpoint when configured.
+    pub moderation: Arc<dyn crate::moderation::Moderator>,
     /// Stripe's webhook signing secrets, read once at init from SSM (empty: not configured).
     pub stripe_webhook_secrets: Arc<Vec<crate::config::Secret>>,
     /// Stripe's API, when its secret key is configured.
@@ -63,6 +65,21 @@ impl App {
                 &config.event_bus_name,
             ),
             provider,
+            moderation: Arc::new(crate::moderation::Moderation {
+                blocklist: config.moderation.blocklist.clone(),
+                endpoint: config
+                    .moderation
+                    .endpoint
+                    .as_ref()
+                    .map(|(base, key, model)| {
+                        Box::new(crate::moderation::OpenAiModeration::new(
+                            base,
+                            key.clone(),
+                            model,
+                            config.provider_timeout,
+                        )) as Box<dyn crate::moderation::Moderator>
+                    }),
+            }),
             stripe_webhook_secrets: Arc::new(vec![]),
             payments: None,
             config,
@@ -97,6 +114,13 @@ impl App {
     /// front of the real adapter).
     pub fn with_objects(mut self, objects: Arc<dyn Objects>) -> Self {
         self.objects = objects;
+        self
+    }
+
+    /// The same application with another table adapter (tests put one whose client fails
+    /// chosen calls in front of the real emulator).
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.store = store;
         self
     }
 

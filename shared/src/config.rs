@@ -37,6 +37,19 @@ pub enum ProviderConfig {
     },
 }
 
+/// Prompt moderation (S2, U5): the blocklist, the moderation endpoint, and when repeated
+/// refusals suspend an account.
+#[derive(Debug, Clone)]
+pub struct ModerationConfig {
+    pub blocklist: crate::moderation::Blocklist,
+    /// OpenAI's moderation endpoint (`MODERATION_PROVIDER=openai`): base URL, key, model.
+    pub endpoint: Option<(String, Secret, String)>,
+    /// This many refusals (`VIOLATION_THRESHOLD`, default 3) ...
+    pub violation_threshold: u32,
+    /// ... within this window (`VIOLATION_WINDOW_HOURS`, default 24) suspend the account.
+    pub violation_window: Duration,
+}
+
 /// DynamoDB point-in-time recovery window: deleted data survives in backups this long
 /// (`BackupRecoveryDays` in the template; published by `GET /v1/policy`).
 pub const DEFAULT_BACKUP_RECOVERY_DAYS: u32 = 7;
@@ -80,6 +93,9 @@ pub struct Config {
     pub legal_retention_years: u32,
     /// Child-account reports one user may send per day.
     pub child_reports_per_day: u32,
+    /// Rate limits (S2): defaults in `crate::limits`, changed with `RATE_LIMITS`.
+    pub rate_limits: crate::limits::RateLimits,
+    pub moderation: ModerationConfig,
     /// What users can buy (`BILLING_CATALOG`, JSON; a default catalog otherwise).
     pub catalog: crate::domain::billing::Catalog,
     /// The SSM parameter (SecureString) holding the Stripe webhook signing secret(s), comma-
@@ -197,6 +213,47 @@ impl Config {
             }
         };
 
+        let child_reports_per_day = ranged("CHILD_REPORTS_PER_DAY", 5, 1..=100)?;
+        let rate_limits =
+            crate::limits::RateLimits::parse(get("RATE_LIMITS").as_deref(), child_reports_per_day)
+                .map_err(|reason| ConfigError::Invalid {
+                    name: "RATE_LIMITS",
+                    reason,
+                })?;
+
+        let moderation = ModerationConfig {
+            blocklist: crate::moderation::Blocklist::parse(
+                get("MODERATION_BLOCKLIST")
+                    .as_deref()
+                    .unwrap_or(crate::moderation::DEFAULT_BLOCKLIST),
+            )
+            .map_err(|reason| ConfigError::Invalid {
+                name: "MODERATION_BLOCKLIST",
+                reason,
+            })?,
+            endpoint: match get("MODERATION_PROVIDER").as_deref().unwrap_or("none") {
+                "none" => None,
+                "openai" => Some((
+                    get("OPENAI_BASE_URL")
+                        .unwrap_or_else(|| "https://api.openai.com".to_string())
+                        .trim_end_matches('/')
+                        .to_string(),
+                    Secret::new(required("OPENAI_API_KEY")?),
+                    get("MODERATION_MODEL").unwrap_or_else(|| "omni-moderation-latest".into()),
+                )),
+                other => {
+                    return Err(ConfigError::Invalid {
+                        name: "MODERATION_PROVIDER",
+                        reason: format!("{other:?} is not one of \"none\", \"openai\""),
+                    })
+                }
+            },
+            violation_threshold: ranged("VIOLATION_THRESHOLD", 3, 1..=1000)?,
+            violation_window: Duration::from_secs(
+                u64::from(ranged("VIOLATION_WINDOW_HOURS", 24, 1..=24 * 90)?) * 3600,
+            ),
+        };
+
         Ok(Self {
             table_name: required("TABLE_NAME")?,
             bucket_name: required("BUCKET_NAME")?,
@@ -224,7 +281,9 @@ impl Config {
                 DEFAULT_LEGAL_RETENTION_YEARS,
                 1..=10,
             )?,
-            child_reports_per_day: ranged("CHILD_REPORTS_PER_DAY", 5, 1..=100)?,
+            child_reports_per_day,
+            rate_limits,
+            moderation,
             catalog: crate::domain::billing::Catalog::parse(
                 get("BILLING_CATALOG")
                     .as_deref()

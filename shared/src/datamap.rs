@@ -77,6 +77,9 @@ pub enum DeletionTime {
     ByAction,
     /// Under `users/<sub>/...`: deleted with its item (generation) or the account.
     WithOwnerItem,
+    /// Stamped (`exp_at`) and removed by DynamoDB's TTL (`ttl`), never by the sweep: short-lived
+    /// counters with no content.
+    Ttl,
 }
 
 /// Every kind the service stores.
@@ -95,6 +98,8 @@ pub enum Kind {
     AuditRecord,
     ChildReport,
     RateCounter,
+    IpRateCounter,
+    Violation,
     AgeRefusalCounter,
     Payment,
     Subscription,
@@ -222,9 +227,18 @@ pub const DATA_MAP: &[KindSpec] = &[
         "the legal period (LEGAL_RETENTION_YEARS)", T::Stamped,
         "the sweep, at its deletion time; subjects become anonymous ids on account deletion",
         false),
-    spec(Kind::RateCounter, "rate_counter", Table, "USER#<sub> | RATE#<action>#<day>",
-        "how many reports a user sent that day", "C3", R::Fixed, "2 days", T::Stamped,
-        "the sweep, or account deletion", false),
+    spec(Kind::RateCounter, "rate_counter", Table, "USER#<sub> | RATE#<action>#<window start>",
+        "how many requests of one rate-limited action (generations, uploads, downloads, exports, checkouts, reports) the user made in one window (S2)",
+        "C3", R::Fixed, "a day after its window ends (at most 2 days)", T::Ttl,
+        "DynamoDB TTL, or account deletion", false),
+    spec(Kind::IpRateCounter, "ip_rate_counter", Table, "RATEIP#<hash of the IP> | RATE#<action>#<window start>",
+        "how many anonymous requests (the public gallery) came from one source IP in one window, keyed by a hash of the address, never the address (S2)",
+        "C3", R::Fixed, "a day after its window ends (at most 2 days)", T::Ttl,
+        "DynamoDB TTL", false),
+    spec(Kind::Violation, "violation", Table, "USER#<sub> | VIOLATION#<id>",
+        "a prompt refused by moderation (S2, U5): when, which category and rule, the source (blocklist, moderation endpoint or the image provider), and the prompt as sent",
+        "C3", R::Content, "RETENTION_DAYS from the refusal (R1: the prompt is content)",
+        T::FromPolicy, "the sweep (R1 expiry), account deletion", true),
     spec(Kind::AgeRefusalCounter, "age_refusal_counter", Table, "STATS#age_refusals | <day>",
         "a daily count of refused under-13 sign-ups, with no identity (K1)", "C3",
         R::Anonymous, "1 year", T::Stamped, "the sweep, at its deletion time", false),
@@ -374,6 +388,8 @@ mod tests {
             Kind::AuditRecord,
             Kind::ChildReport,
             Kind::RateCounter,
+            Kind::IpRateCounter,
+            Kind::Violation,
             Kind::AgeRefusalCounter,
             Kind::Payment,
             Kind::Subscription,

@@ -12,6 +12,9 @@ pub enum ApiError {
         code: &'static str,
         detail: String,
     },
+    /// A rate limit is spent (S2): 429 `rate_limited` with `Retry-After`.
+    #[error("429 rate_limited: {detail}")]
+    RateLimited { retry_after: u64, detail: String },
     /// A dependency is briefly unavailable (throttling, contention): 503, safe to retry.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
@@ -50,6 +53,7 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             Self::Client { status, .. } => *status,
+            Self::RateLimited { .. } => 429,
             Self::Unavailable(_) => 503,
             Self::Internal(_) => 500,
         }
@@ -58,6 +62,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Client { code, .. } => code,
+            Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "temporarily_unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -66,7 +71,7 @@ impl ApiError {
     /// The detail safe to show a client.
     pub fn public_detail(&self) -> String {
         match self {
-            Self::Client { detail, .. } => detail.clone(),
+            Self::Client { detail, .. } | Self::RateLimited { detail, .. } => detail.clone(),
             Self::Unavailable(_) => "the service is busy; retry shortly".into(),
             Self::Internal(_) => "an internal error occurred".into(),
         }
@@ -94,10 +99,14 @@ impl ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
-        match e.downcast_ref::<crate::store::Contention>() {
-            Some(c) => Self::Unavailable(c.to_string()),
-            None => Self::Internal(e),
+        if let Some(c) = e.downcast_ref::<crate::store::Contention>() {
+            return Self::Unavailable(c.to_string());
         }
+        if let Some(a) = e.downcast_ref::<crate::store::Ambiguous>() {
+            tracing::warn!(error = %a, "a write's outcome is unknown");
+            return Self::Unavailable(a.to_string());
+        }
+        Self::Internal(e)
     }
 }
 

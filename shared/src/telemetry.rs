@@ -15,9 +15,41 @@ pub fn init() {
         .try_init();
 }
 
-/// Test runs: logs only when `RUST_LOG` asks for them, so passing tests stay silent.
+/// Test runs: the same JSON lines, kept in memory (so tests can read what would be logged,
+/// [`captured`]) and printed too when `RUST_LOG` asks for them.
 pub fn init_for_tests() {
-    if std::env::var_os("RUST_LOG").is_some() {
-        init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(false)
+        .with_writer(|| Capture)
+        .try_init();
+}
+
+static CAPTURED: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        if std::env::var_os("RUST_LOG").is_some() {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
     }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every line logged since the test process started (after [`init_for_tests`]).
+pub fn captured() -> String {
+    String::from_utf8_lossy(&CAPTURED.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
 }

@@ -97,6 +97,7 @@ async fn r3_r4_data_map_covers_every_item_and_object_the_suite_stored() {
                 DeletionTime::WithAccount => pk.starts_with("USER#"),
                 DeletionTime::ByAction => true,
                 DeletionTime::WithOwnerItem => false,
+                DeletionTime::Ttl => has_exp_at && item.contains_key("ttl"),
             };
             if !ok {
                 problems.push(format!(

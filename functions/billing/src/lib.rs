@@ -33,7 +33,10 @@ async fn route(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
                 &billing_account::checkout(app, &caller, body, key, Utc::now()).await?,
             )
         }
-        Some("POST /v1/billing/portal") => json(201, &billing_account::portal(app, &caller).await?),
+        Some("POST /v1/billing/portal") => json(
+            201,
+            &billing_account::portal(app, &caller, chrono::Utc::now()).await?,
+        ),
         Some("GET /v1/billing/invoices") => {
             json(200, &billing_account::invoices(app, &caller).await?)
         }

@@ -11,6 +11,14 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
 }
 
 async fn route(app: &App, req: Request) -> Result<Response<Body>, ApiError> {
+    // S2: anonymous reads are limited per source IP (one conditional write).
+    shared::limits::take_for_ip(
+        app,
+        shared::limits::Action::Gallery,
+        http::source_ip(&req).as_deref(),
+        chrono::Utc::now(),
+    )
+    .await?;
     match route_key(&req).as_deref() {
         Some("GET /v1/gallery") => {
             let limit = query_param(&req, "limit");

@@ -6,7 +6,7 @@ pub mod request;
 pub mod response;
 
 pub use auth::Caller;
-pub use request::{json_body, path_param, query_param, route_key};
+pub use request::{json_body, path_param, query_param, route_key, source_ip, user_agent};
 pub use response::{json, no_content, problem};
 
 use lambda_http::{Body, Request, Response};
@@ -29,7 +29,15 @@ where
     let user_id = auth::Caller::from_request(&req)
         .map(|c| c.user_id.to_string())
         .unwrap_or_default();
-    let span = tracing::info_span!("request", request_id = %request_id, route = %route, user_id = tracing::field::Empty);
+    // C3: usage and diagnostics: the source IP and user agent (kept with the logs, 30 days);
+    // never a body, so never a prompt.
+    let ip = request::source_ip(&req).unwrap_or_default();
+    let user_agent: String = request::user_agent(&req)
+        .unwrap_or_default()
+        .chars()
+        .take(256)
+        .collect();
+    let span = tracing::info_span!("request", request_id = %request_id, route = %route, ip = %ip, user_agent = %user_agent, user_id = tracing::field::Empty);
     // K1: onboarding names its subject only once it succeeded, so a refused under-13 sign-up
     // leaves no identity in the logs.
     let onboarding = route == ONBOARDING_ROUTE;
@@ -52,6 +60,9 @@ where
                     }
                     ApiError::Client { status, code, .. } => {
                         tracing::info!(status, code, "request rejected")
+                    }
+                    ApiError::RateLimited { retry_after, .. } => {
+                        tracing::info!(status = 429, retry_after, "request rate limited")
                     }
                 }
                 problem(&err, &request_id)

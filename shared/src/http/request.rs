@@ -29,6 +29,24 @@ pub fn request_id(req: &Request) -> String {
         .unwrap_or_default()
 }
 
+/// The caller's IP as API Gateway saw it (never a client-sent header).
+pub fn source_ip(req: &Request) -> Option<String> {
+    #[allow(unreachable_patterns)]
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.http.source_ip.clone(),
+        _ => None,
+    }
+}
+
+/// The caller's user agent as API Gateway saw it.
+pub fn user_agent(req: &Request) -> Option<String> {
+    #[allow(unreachable_patterns)]
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.http.user_agent.clone(),
+        _ => None,
+    }
+}
+
 pub fn path_param(req: &Request, name: &str) -> Result<String, ApiError> {
     req.path_parameters_ref()
         .and_then(|p| p.first(name))

@@ -39,6 +39,9 @@ pub fn problem(err: &ApiError, request_id: &str) -> Response<Body> {
     if err.status() == 401 {
         builder = builder.header("www-authenticate", "Bearer");
     }
+    if let ApiError::RateLimited { retry_after, .. } = err {
+        builder = builder.header("retry-after", retry_after.to_string());
+    }
     builder
         .body(Body::Text(body.to_string()))
         .expect("static response parts are valid")

@@ -53,9 +53,9 @@ struct ErrorEnvelope {
 #[derive(Deserialize)]
 struct ErrorBody {
     #[serde(default)]
-    message: String,
-    #[serde(default)]
     code: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
 }
 
 impl OpenAiImages {
@@ -78,21 +78,31 @@ impl OpenAiImages {
     }
 }
 
-/// Classifies a non-success answer.
+/// An identifier from a provider's answer (an error `code` or `type`), only when it looks like
+/// one: a server that echoes its input must not get the prompt into a log line (C3).
+fn identifier(raw: Option<&str>) -> Option<&str> {
+    raw.filter(|s| {
+        (1..=64).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+    })
+}
+
+/// Classifies a non-success answer. The detail names the status and the error's code and type,
+/// never its message (which may quote the prompt).
 fn classify(status: u16, body: &str) -> ProviderError {
     let parsed = serde_json::from_str::<ErrorEnvelope>(body).ok();
-    let message = parsed
-        .as_ref()
-        .map(|e| e.error.message.clone())
-        .filter(|m| !m.is_empty())
-        .unwrap_or_else(|| format!("HTTP {status}"));
-    let code = parsed.and_then(|e| e.error.code);
+    let code = parsed.as_ref().and_then(|e| e.error.code.clone());
+    let kind = parsed.as_ref().and_then(|e| e.error.kind.clone());
+    let detail = format!(
+        "HTTP {status}, code {}, type {}",
+        identifier(code.as_deref()).unwrap_or("-"),
+        identifier(kind.as_deref()).unwrap_or("-")
+    );
     match status {
-        400 if code.as_deref() == Some("moderation_blocked") => ProviderError::Moderation(message),
-        408 | 409 | 429 | 500..=599 => {
-            ProviderError::Transient(format!("HTTP {status}: {message}"))
-        }
-        _ => ProviderError::Permanent(format!("HTTP {status}: {message}")),
+        400 if code.as_deref() == Some("moderation_blocked") => ProviderError::Moderation(detail),
+        408 | 409 | 429 | 500..=599 => ProviderError::Transient(detail),
+        _ => ProviderError::Permanent(detail),
     }
 }
 
@@ -135,17 +145,26 @@ impl ImageProvider for OpenAiImages {
             .bearer_auth(self.api_key.expose())
             .send()
             .await
-            .map_err(|e| ProviderError::Transient(format!("request failed: {e}")))?;
+            .map_err(|e| {
+                ProviderError::Transient(format!("request failed: {}", e.without_url()))
+            })?;
         let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| ProviderError::Transient(format!("reading the response failed: {e}")))?;
+        let text = resp.text().await.map_err(|e| {
+            ProviderError::Transient(format!("reading the response failed: {}", e.without_url()))
+        })?;
         if !(200..300).contains(&status) {
             return Err(classify(status, &text));
         }
         let parsed: ImagesResponse = serde_json::from_str(&text)
-            .map_err(|e| ProviderError::Permanent(format!("unexpected response: {e}")))?;
+            // Only where it failed: serde's message can quote the body.
+            .map_err(|e| {
+                ProviderError::Permanent(format!(
+                    "unexpected response ({:?} error at line {} column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ))
+            })?;
         let images = parsed
             .data
             .into_iter()
@@ -187,5 +206,25 @@ mod tests {
             ProviderError::Permanent(_)
         ));
         assert!(matches!(classify(401, "{}"), ProviderError::Permanent(_)));
+    }
+
+    /// C3: a server that echoes its input gets no prompt text into an error (and so a log line).
+    #[test]
+    fn c3_provider_errors_never_carry_the_answer_text() {
+        let echo = r#"{"error":{"message":"bad prompt: a secret castle","type":"a secret castle","code":"a secret castle"}}"#;
+        for status in [400, 429, 500] {
+            let e = classify(status, echo).to_string();
+            assert!(!e.contains("secret"), "{e}");
+        }
+        let e = classify(
+            400,
+            r#"{"error":{"message":"x","type":"invalid_request_error","code":"moderation_blocked"}}"#,
+        );
+        assert_eq!(
+            e,
+            ProviderError::Moderation(
+                "HTTP 400, code moderation_blocked, type invalid_request_error".into()
+            )
+        );
     }
 }

@@ -91,6 +91,9 @@ fn item_deletion(app: &App, item: &Item) -> (Option<String>, bool) {
         (at.map(|t| t.to_rfc3339()), false)
     } else if exp_pk.starts_with(keys::DEL) || exp_pk.starts_with(keys::HELD) {
         (None, true)
+    } else if item.contains_key(keys::TTL) {
+        // Removed by DynamoDB's TTL (rate counters): stamped with the end of their use.
+        (exp_at.and_then(time), false)
     } else {
         (None, false)
     }

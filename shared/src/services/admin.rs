@@ -547,25 +547,13 @@ pub async fn report_child_account(
             return Err(ApiError::not_found("generation"));
         }
     }
-    if !app
-        .store
-        .take_daily_quota(
-            caller.user_id.as_str(),
-            "child_report",
-            app.config.child_reports_per_day,
-            now,
-        )
-        .await?
-    {
-        return Err(ApiError::client(
-            429,
-            "rate_limited",
-            format!(
-                "at most {} reports a day; try again tomorrow",
-                app.config.child_reports_per_day
-            ),
-        ));
-    }
+    crate::limits::take_for_user(
+        app,
+        crate::limits::Action::ChildReport,
+        caller.user_id.as_str(),
+        now,
+    )
+    .await?;
     let report = ChildReport {
         id: new_id(now),
         reported_user: reported.clone(),

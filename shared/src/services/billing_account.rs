@@ -201,6 +201,13 @@ pub async fn checkout(
             "this account is suspended: it can read, export and delete its data, not buy",
         ));
     }
+    crate::limits::take_for_user(
+        app,
+        crate::limits::Action::Checkout,
+        caller.user_id.as_str(),
+        now,
+    )
+    .await?;
     payments(app)?;
     let idempotency_key = crate::services::generations::parse_idempotency_key(idempotency_key)?;
     let catalog = &app.config.catalog;
@@ -276,8 +283,19 @@ pub async fn checkout(
 
 /// `POST /v1/billing/portal`: the customer portal (card, cancel, invoices), for users who have
 /// bought something (a portal never creates a Stripe customer).
-pub async fn portal(app: &App, caller: &Caller) -> Result<UrlView, ApiError> {
+pub async fn portal(
+    app: &App,
+    caller: &Caller,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<UrlView, ApiError> {
     require_onboarded(app, caller).await?;
+    crate::limits::take_for_user(
+        app,
+        crate::limits::Action::Checkout,
+        caller.user_id.as_str(),
+        now,
+    )
+    .await?;
     payments(app)?;
     let customer = app
         .store

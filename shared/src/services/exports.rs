@@ -93,6 +93,13 @@ pub async fn create(
     now: DateTime<Utc>,
 ) -> Result<ExportView, ApiError> {
     require_onboarded(app, caller).await?;
+    crate::limits::take_for_user(
+        app,
+        crate::limits::Action::Export,
+        caller.user_id.as_str(),
+        now,
+    )
+    .await?;
     let Some(queue_url) = app.config.export_queue_url.clone() else {
         return Err(ApiError::client(
             503,

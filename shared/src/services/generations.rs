@@ -165,11 +165,15 @@ pub async fn create(
             "this account is suspended: it can read, export and delete its data, not generate",
         ));
     }
+    // S2: one conditional write takes this request's slot, before any other work.
+    crate::limits::take_for_user(app, crate::limits::Action::Generate, user_id, now).await?;
     let parsed: GenerationRequestBody = serde_json::from_value(body.clone())
         .map_err(|e| ApiError::bad_request("invalid_body", format!("request body: {e}")))?;
     let settings = GenerationSettings::parse(&parsed)?;
     let idem_key = parse_idempotency_key(idempotency_key)?;
     let hash = request_hash(body);
+    // S2, U5: moderation before any credit is reserved; a refusal is recorded (and may suspend).
+    crate::services::moderation::screen(app, user_id, settings.prompt.as_str(), now).await?;
     // The caller's own ready uploads (another user's id is 404); each one's deletion time moves
     // to 24 hours from now in the job's transaction (R2).
     let references = crate::services::uploads::references_for_generation(
@@ -204,7 +208,7 @@ pub async fn create(
     };
     let response =
         serde_json::to_value(view(app, &job).await?).map_err(|e| ApiError::Internal(e.into()))?;
-    let outcome = app
+    let created = app
         .store
         .create_job(CreateJob {
             user_id,
@@ -222,7 +226,21 @@ pub async fn create(
             }),
             references,
         })
-        .await?;
+        .await;
+    let outcome = match created {
+        Ok(outcome) => outcome,
+        // The commit's outcome is unknown (timeout, connection lost after sending): the job's
+        // item says whether it happened. If not (yet), 503: a retry with the same key replays.
+        Err(e) if e.downcast_ref::<crate::store::Ambiguous>().is_some() => {
+            if app.store.get_job_any(user_id, &job_id).await?.is_some() {
+                tracing::info!(job_id = %job_id, "the ambiguous commit happened");
+                CreateOutcome::Created
+            } else {
+                return Err(e.into());
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
     match outcome {
         CreateOutcome::Created => {}
         CreateOutcome::InsufficientCredits => {
@@ -259,25 +277,41 @@ pub async fn create(
             }
             let body =
                 serde_json::from_str(&record.body).map_err(|e| ApiError::Internal(e.into()))?;
+            // A retry finishes what the key names: a job still queued may have lost its
+            // message (the send failed, or the function stopped after the commit), so it is
+            // sent again; the worker claims a job once, so a duplicate changes nothing.
+            if let Some(existing) = &record.job_id {
+                if let Some(job) = app.store.get_job(user_id, existing).await? {
+                    if job.status == JobStatus::Queued {
+                        send_job(app, user_id, existing).await;
+                    }
+                }
+            }
             return Ok((record.status, body));
         }
     }
 
+    send_job(app, user_id, &job_id).await;
+    crate::services::billing_account::watch_low_balance(app, user_id).await;
+    tracing::info!(job_id = %job_id, cost, "generation accepted");
+    Ok((202, response))
+}
+
+/// Sends a job's message (one retry). On failure the job stays queued and charged: a retry of
+/// the request with its `Idempotency-Key` sends it again, and otherwise the sweep refunds it at
+/// its queue deadline.
+async fn send_job(app: &App, user_id: &str, job_id: &str) {
     let msg = JobMessage {
         user_id: user_id.to_string(),
-        job_id: job_id.clone(),
+        job_id: job_id.to_string(),
     };
     let mut enqueued = app.queue.enqueue(&msg).await;
     if enqueued.is_err() {
         enqueued = app.queue.enqueue(&msg).await;
     }
     if let Err(e) = enqueued {
-        // The job stays queued and charged; the sweep refunds it at its queue deadline.
-        tracing::error!(error = ?e, job_id = %job_id, "enqueue failed; the sweep will refund the job");
+        tracing::error!(error = ?e, job_id = %job_id, "enqueue failed; a retry with the key or the sweep finishes the job");
     }
-    crate::services::billing_account::watch_low_balance(app, user_id).await;
-    tracing::info!(job_id = %job_id, cost, "generation accepted");
-    Ok((202, response))
 }
 
 /// `GET /v1/generations/{id}`: another user's id is simply not found.

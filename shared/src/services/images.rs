@@ -432,6 +432,13 @@ pub async fn download(
     now: DateTime<Utc>,
 ) -> Result<DownloadLink, ApiError> {
     require_onboarded(app, caller).await?;
+    crate::limits::take_for_user(
+        app,
+        crate::limits::Action::Download,
+        caller.user_id.as_str(),
+        now,
+    )
+    .await?;
     let variant = body.variant.as_deref().unwrap_or("original");
     if !matches!(variant, "original" | "preview") {
         return Err(ApiError::bad_request(

@@ -12,6 +12,7 @@ pub mod exports;
 pub mod gallery;
 pub mod generations;
 pub mod images;
+pub mod moderation;
 pub mod sweep;
 pub mod uploads;
 pub mod worker;

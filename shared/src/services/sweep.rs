@@ -435,6 +435,22 @@ async fn expire_content(
         if out_of_time(started, report) {
             break;
         }
+        if let (Some(user_id), true) = (
+            user_from_pk(&due.pk),
+            due.sk.starts_with(keys::VIOLATION_PREFIX),
+        ) {
+            // R1: a violation record holds its prompt; under a hold naming the user it stays
+            // (evidence), otherwise it goes.
+            if holds.names_user(user_id) {
+                report.content_held += 1;
+            } else if let Err(e) = app.store.delete_violation(user_id, &due.sk).await {
+                tracing::error!(error = ?e, "expired violation record not deleted");
+                report.errors += 1;
+            } else {
+                report.items_deleted += 1;
+            }
+            continue;
+        }
         let Some((user_id, job_id)) = job_key(&due) else {
             continue;
         };

@@ -130,6 +130,13 @@ pub async fn create(
             "this account is suspended: it can read, export and delete its data, not upload",
         ));
     }
+    crate::limits::take_for_user(
+        app,
+        crate::limits::Action::Upload,
+        caller.user_id.as_str(),
+        now,
+    )
+    .await?;
     let kind = UploadType::parse(&body.content_type)?;
     let size = parse_size(body.size).map_err(|e| match body.size {
         0 => ApiError::from(e),

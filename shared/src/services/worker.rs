@@ -117,7 +117,22 @@ pub async fn process(
     match call_provider(app, &job, &references).await {
         Ok(images) => store_images(app, &job, worker_id, images).await,
         Err(ProviderError::Moderation(detail)) => {
-            tracing::info!(detail = %detail, "refused by moderation");
+            tracing::info!(detail = %detail, "refused by the provider's moderation");
+            // U5: counts like a refusal of ours (recorded once per generation).
+            let refusal = crate::moderation::Refusal {
+                source: "image_provider".into(),
+                category: "provider_moderation".into(),
+                rule: format!("{} moderation", app.provider.name()),
+            };
+            crate::services::moderation::record(
+                app,
+                &job.user_id,
+                &refusal,
+                job.settings.prompt.as_str(),
+                Some(&job.id),
+                Utc::now(),
+            )
+            .await?;
             fail(
                 app,
                 &job,

@@ -464,42 +464,42 @@ impl Store {
         ))
     }
 
-    /// Counts one use of a per-day limit; `false` when `limit` was already reached.
-    pub async fn take_daily_quota(
+    /// Takes one use of a rate limit's window with one conditional write (`uses < max`);
+    /// `false` when the window is spent. User counters live in the user's partition (they go
+    /// with the account); IP counters under a hash of the address. DynamoDB's TTL removes them
+    /// a day after their window.
+    pub async fn take_rate_slot(
         &self,
-        user_id: &str,
-        action: &str,
-        limit: u32,
-        now: DateTime<Utc>,
+        action: crate::limits::Action,
+        subject: &str,
+        window_start: i64,
+        window_end: i64,
+        max: u32,
     ) -> anyhow::Result<bool> {
-        let day = now.date_naive().to_string();
-        let sk = keys::rate_sk(action, &day);
-        let expires = now + chrono::Duration::days(2);
+        let (pk, kind) = match action.scope() {
+            crate::limits::Scope::User => (user_pk(subject), Kind::RateCounter),
+            crate::limits::Scope::Ip => (keys::ip_rate_pk(subject), Kind::IpRateCounter),
+        };
+        let sk = keys::rate_sk(action.name(), &window_start.to_string());
+        let spec = crate::datamap::spec_of(kind);
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(user_pk(user_id), &sk)))
+            .set_key(Some(key(pk, &sk)))
             .update_expression(
-                "SET kind = :kind, retention = :ret, exp_pk = :epk, exp_at = :eat ADD uses :one",
+                "SET kind = :kind, retention = :ret, exp_at = :eat, #ttl = :ttl ADD uses :one",
             )
-            .condition_expression("attribute_not_exists(uses) OR uses < :limit")
-            .expression_attribute_values(
-                ":kind",
-                s(crate::datamap::spec_of(Kind::RateCounter).kind),
-            )
-            .expression_attribute_values(
-                ":ret",
-                s(crate::datamap::spec_of(Kind::RateCounter)
-                    .retention
-                    .as_str()),
-            )
-            .expression_attribute_values(":epk", s(keys::exp_pk(&sk)))
-            .expression_attribute_values(":eat", n(expires.timestamp()))
+            .condition_expression("attribute_not_exists(uses) OR uses < :max")
+            .expression_attribute_names("#ttl", keys::TTL)
+            .expression_attribute_values(":kind", s(spec.kind))
+            .expression_attribute_values(":ret", s(spec.retention.as_str()))
+            .expression_attribute_values(":eat", n(window_end))
+            .expression_attribute_values(":ttl", n(window_end + 86_400))
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":limit", n(limit))
+            .expression_attribute_values(":max", n(max))
             .send()
             .await;
-        applied(result, "counting a daily quota")
+        applied(result, "taking a rate limit slot")
     }
 }

@@ -25,6 +25,7 @@ pub const REF_PREFIX: &str = "REF#";
 pub const RATE_PREFIX: &str = "RATE#";
 pub const UPLOAD_PREFIX: &str = "UPLOAD#";
 pub const DOWNLOAD_PREFIX: &str = "DOWNLOAD#";
+pub const VIOLATION_PREFIX: &str = "VIOLATION#";
 /// The public gallery's partition: one item per published image, sorted by image id (which
 /// starts with the generation's creation time).
 pub const GALLERY_PK: &str = "GALLERY";
@@ -120,8 +121,14 @@ pub fn ref_sk(pk: &str, sk: &str) -> String {
     format!("{REF_PREFIX}{pk}#{sk}")
 }
 
-pub fn rate_sk(action: &str, day: &str) -> String {
-    format!("{RATE_PREFIX}{action}#{day}")
+/// A rate counter: the action and the start of its window (seconds since the epoch).
+pub fn rate_sk(action: &str, window_start: &str) -> String {
+    format!("{RATE_PREFIX}{action}#{window_start}")
+}
+
+/// The partition of an anonymous caller's rate counters: a hash of the source IP.
+pub fn ip_rate_pk(ip_hash: &str) -> String {
+    format!("RATEIP#{ip_hash}")
 }
 
 pub fn lease_pk(seed: &str) -> String {

@@ -30,6 +30,7 @@ mod ledger;
 mod sweep;
 mod txn;
 mod uploads;
+mod violations;
 
 pub use accounts::{OnboardOutcome, Profile, ProfileUpdate, Suspension};
 pub use admin::{AuditRecord, ChildReport, Hold, HoldSet, ReportStatus, Review, SYSTEM_ACTOR};
@@ -43,11 +44,12 @@ pub use jobs::{
     job_from_item, ClaimOutcome, CreateJob, CreateOutcome, FailGuard, IdempotencyRecord,
 };
 pub use sweep::DueItem;
-pub use txn::Contention;
+pub use txn::{Ambiguous, Contention};
 pub use uploads::{
     ReferenceUse, Settled, UploadRecord, PENDING as UPLOAD_PENDING, READY as UPLOAD_READY,
     REJECTED as UPLOAD_REJECTED,
 };
+pub use violations::ViolationRecord;
 
 use aws_sdk_dynamodb::Client;
 

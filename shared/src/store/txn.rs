@@ -15,6 +15,16 @@ use aws_sdk_dynamodb::Client;
 #[error("write contention on {0}")]
 pub struct Contention(pub &'static str);
 
+/// A transaction sent whose outcome is unknown (a timeout, or the connection lost after
+/// sending): it may have committed. Callers re-read what it would have written; the client
+/// gets 503 and may retry (with its `Idempotency-Key`).
+#[derive(Debug, thiserror::Error)]
+#[error("the outcome of transaction {what} is unknown: {cause}")]
+pub struct Ambiguous {
+    pub what: &'static str,
+    pub cause: String,
+}
+
 pub enum TxnOutcome {
     Committed,
     /// Item `i` of the transaction failed its condition when `failed[i]` is true.
@@ -81,7 +91,14 @@ pub async fn transact(
                 | TransactWriteItemsError::RequestLimitExceeded(_) => true,
                 _ => false,
             },
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => false,
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => {
+                return Err(anyhow::Error::new(Ambiguous {
+                    what,
+                    cause: format!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(&err)),
+                }));
+            }
             _ => false,
         };
         if !retryable {
