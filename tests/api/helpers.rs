@@ -128,6 +128,7 @@ impl TestApp {
         user: Option<&User>,
         body: Option<Value>,
     ) -> reqwest::Response {
+        let method_name = method.to_string();
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(u) = user {
             req = req.bearer_auth(&u.token);
@@ -135,7 +136,7 @@ impl TestApp {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        req.send().await.unwrap()
+        contract_checked(&format!("{method_name}"), path, req.send().await.unwrap()).await
     }
 
     /// A GET that must answer JSON (any status), parsed.
@@ -259,6 +260,32 @@ pub async fn problem_code(resp: reqwest::Response, status: u16) -> String {
     assert_eq!(body["status"], status);
     assert!(body["title"].is_string() && body["detail"].is_string());
     body["code"].as_str().expect("a stable code").to_string()
+}
+
+/// Validates a response against the OpenAPI document (panics naming what does not conform)
+/// and hands it back unread.
+pub async fn contract_checked(
+    method: &str,
+    path: &str,
+    resp: reqwest::Response,
+) -> reqwest::Response {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let version = resp.version();
+    let bytes = resp.bytes().await.unwrap();
+    let path = path.split('?').next().unwrap();
+    let ctype = headers.get("content-type").and_then(|v| v.to_str().ok());
+    if let Err(e) = crate::contract::check(method, path, status.as_u16(), ctype, &bytes) {
+        panic!(
+            "the response does not conform to shared/openapi.json: {e}\nbody: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    let mut rebuilt = http::Response::builder().status(status).version(version);
+    for (k, v) in &headers {
+        rebuilt = rebuilt.header(k, v);
+    }
+    reqwest::Response::from(rebuilt.body(bytes).unwrap())
 }
 
 pub fn gen_body(prompt: &str) -> Value {

@@ -11,6 +11,7 @@ mod admin;
 mod billing;
 mod consents;
 mod content;
+mod contract;
 mod datamap;
 mod deletion;
 mod devhost;
