@@ -136,7 +136,7 @@ impl TestApp {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        contract_checked(&format!("{method_name}"), path, req.send().await.unwrap()).await
+        contract_checked(&method_name, path, req.send().await.unwrap()).await
     }
 
     /// A GET that must answer JSON (any status), parsed.
@@ -301,6 +301,9 @@ pub enum StubReply {
     Images,
     /// An error status with an OpenAI error envelope carrying `code`.
     Error(u16, Option<&'static str>),
+    /// An error status whose message, type and code all echo the prompt (a compatible server
+    /// that quotes its input).
+    Echo(u16),
 }
 
 #[derive(Default)]
@@ -327,6 +330,7 @@ impl OpenAiStub {
         let router = Router::new()
             .route("/v1/images/generations", post(images))
             .route("/v1/images/edits", post(edits))
+            .route("/v1/moderations", post(moderations))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -420,6 +424,68 @@ async fn edits(
     reply(&state, req)
 }
 
+/// `POST /v1/moderations` in OpenAI's wire format: flags inputs containing `forbidden` (as
+/// violence), fails with 503 on `moderation-down`, passes everything else.
+async fn moderations(
+    State(state): State<Arc<StubState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    if let Some(refused) = unauthorized(&headers) {
+        return refused;
+    }
+    let mut req: Value = serde_json::from_slice(&body).expect("JSON request");
+    req["endpoint"] = json!("moderations");
+    state.requests.lock().unwrap().push(req.clone());
+    let input = req["input"].as_str().unwrap_or("");
+    if input.contains("moderation-down") {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": {"message": "The server is overloaded.", "type": "server_error", "param": null, "code": null}})),
+        )
+            .into_response();
+    }
+    let flagged = input.contains("forbidden");
+    let names = [
+        "harassment",
+        "hate",
+        "illicit",
+        "self-harm",
+        "sexual",
+        "sexual/minors",
+        "violence",
+        "violence/graphic",
+    ];
+    let categories: serde_json::Map<String, Value> = names
+        .iter()
+        .map(|n| (n.to_string(), json!(flagged && *n == "violence")))
+        .collect();
+    let scores: serde_json::Map<String, Value> = names
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                json!(if flagged && *n == "violence" {
+                    0.93
+                } else {
+                    0.0001
+                }),
+            )
+        })
+        .collect();
+    axum::Json(json!({
+        "id": "modr-0123",
+        "model": req["model"],
+        "results": [{
+            "flagged": flagged,
+            "categories": categories,
+            "category_scores": scores,
+            "category_applied_input_types": {"violence": ["text"]},
+        }],
+    }))
+    .into_response()
+}
+
 fn reply(state: &StubState, req: Value) -> axum::response::Response {
     let reply = {
         let mut script = state.script.lock().unwrap();
@@ -458,6 +524,19 @@ fn reply(state: &StubState, req: Value) -> axum::response::Response {
                           "input_tokens_details": {"text_tokens": 50, "image_tokens": 0}},
             }))
             .into_response()
+        }
+        StubReply::Echo(status) => {
+            let prompt = req["prompt"].as_str().unwrap_or("").to_string();
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                axum::Json(json!({"error": {
+                    "message": format!("cannot draw: {prompt}"),
+                    "type": prompt,
+                    "param": "prompt",
+                    "code": prompt,
+                }})),
+            )
+                .into_response()
         }
         StubReply::Error(status, code) => (
             axum::http::StatusCode::from_u16(status).unwrap(),
@@ -621,6 +700,15 @@ impl TestApp {
         &self,
     ) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
         scan_table(&self.stack.sdk, &self.stack.resources.table_name).await
+    }
+
+    /// Every item of the table as JSON (`serde_dynamo`).
+    pub async fn scan_json(&self) -> Vec<Value> {
+        self.scan_table()
+            .await
+            .into_iter()
+            .map(|item| serde_dynamo::from_item(item).expect("an item maps to JSON"))
+            .collect()
     }
 
     /// Suspends `user` with a plain write to the profile, behind the application's back (no

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod abuse;
 mod access;
 mod account_deletion;
 mod accounts;
@@ -20,6 +21,7 @@ mod events_fixtures;
 mod exports;
 mod flow;
 mod generations;
+mod idempotency;
 mod providers;
 mod sweep;
 mod template;

@@ -195,7 +195,7 @@ fn template_routes_match_the_dev_host() {
 }
 
 #[test]
-fn every_function_crate_is_deployed_as_an_arm64_cargo_lambda_function_with_30_day_logs() {
+fn c3_every_function_crate_is_deployed_as_an_arm64_cargo_lambda_function_with_30_day_logs() {
     let t = template();
     let globals = &t["Globals"]["Function"];
     assert_eq!(s(&globals["Runtime"]), "provided.al2023");
@@ -357,4 +357,100 @@ fn sweep_runs_one_at_a_time_without_async_retries() {
     let sweep = &resource(&t, "RetentionSweepFunction")["Properties"];
     assert_eq!(s(&sweep["ReservedConcurrentExecutions"]), "1");
     assert_eq!(s(&sweep["EventInvokeConfig"]["MaximumRetryAttempts"]), "0");
+}
+
+/// The template refuses what the functions refuse at start-up: every value a parameter allows
+/// (each of its `AllowedValues`, a `Number`'s `MinValue` and `MaxValue`, a default) gives a
+/// configuration the functions accept; every `Number` is bounded; settings the functions need
+/// together are asserted together in `Rules`.
+#[test]
+fn template_parameters_allow_only_what_the_functions_accept() {
+    let t = template();
+    let vars = t["Globals"]["Function"]["Environment"]["Variables"]
+        .as_mapping()
+        .unwrap();
+    let base = [
+        ("TABLE_NAME", "t"),
+        ("BUCKET_NAME", "b"),
+        ("GENERATION_QUEUE_URL", "q"),
+        ("GENERATION_DLQ_URL", "d"),
+        ("EVENT_BUS_NAME", "e"),
+        ("OPENAI_API_KEY", "sk-set-by-the-rule"),
+    ];
+    let mut checked = 0;
+    for (name, param) in t["Parameters"].as_mapping().unwrap() {
+        let name = s(name);
+        let Some(var) = vars
+            .iter()
+            .find(|(_, v)| ref_name(v).as_deref() == Some(name.as_str()))
+            .map(|(k, _)| s(k))
+        else {
+            continue;
+        };
+        let mut values: Vec<String> = Vec::new();
+        if let Some(allowed) = param["AllowedValues"].as_sequence() {
+            values.extend(allowed.iter().map(s));
+        }
+        if s(&param["Type"]) == "Number" {
+            let (min, max) = (param.get("MinValue"), param.get("MaxValue"));
+            assert!(
+                min.is_some() && max.is_some(),
+                "{name} is a Number without MinValue and MaxValue"
+            );
+            values.push(s(min.unwrap()));
+            values.push(s(max.unwrap()));
+        }
+        if let Some(default) = param.get("Default") {
+            values.push(s(default));
+        }
+        for value in values {
+            let config = shared::Config::from_lookup(|k| {
+                if k == var {
+                    return Some(value.clone());
+                }
+                base.iter()
+                    .find(|(b, _)| *b == k)
+                    .map(|(_, v)| v.to_string())
+            });
+            assert!(
+                config.is_ok(),
+                "{name}={value:?} deploys, but the functions refuse {var}: {:?}",
+                config.err()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "{checked}");
+    // RATE_LIMITS: the pattern admits exactly what the functions parse.
+    let pattern =
+        regex_lite::Regex::new(&s(&t["Parameters"]["RateLimits"]["AllowedPattern"])).unwrap();
+    for (value, ok) in [
+        ("generate=20/60", true),
+        (
+            "generate=20/60,gallery=1000000/86400,child_report=1/1",
+            true,
+        ),
+        ("generate=0/60", false),
+        ("generate=20/86401", false),
+        ("generate=20/0", false),
+        ("teleport=1/1", false),
+        ("generate=1000001/60", false),
+    ] {
+        assert_eq!(pattern.is_match(value), ok, "{value}");
+        let parsed = shared::limits::RateLimits::parse(Some(value), 5);
+        assert_eq!(parsed.is_ok(), ok, "{value}");
+    }
+    let rules = format!("{:?}", t["Rules"]);
+    for together in [
+        ["JwtIssuer", "JwtAudience"],
+        ["OpenAiApiKey", "ModerationProvider"],
+        ["OpenAiApiKey", "ImageProvider"],
+        ["StripeSecretKeyParam", "StripeWebhookSecretParam"],
+    ] {
+        let asserted = t["Rules"].as_mapping().unwrap().values().any(|r| {
+            let r = format!("{r:?}");
+            together.iter().all(|p| r.contains(p))
+        });
+        assert!(asserted, "no rule asserts {together:?} together: {rules}");
+    }
 }
