@@ -32,10 +32,13 @@ fn s(item: &HashMap<String, AttributeValue>, name: &str) -> String {
 /// their objects and public copies), with the right counts and deletion dates.
 #[tokio::test]
 async fn d1_access_lists_every_kind_held_with_its_deletion_dates() {
-    let app = spawn_app().await;
+    let app = crate::helpers::spawn_app_with(&[("MODERATION_BLOCKLIST", "abuse:forbiddenword")]).await;
     let user = app.onboarded_user().await;
     let stranger = app.onboarded_user().await;
     let admin = app.admin().await;
+    // A refused prompt: a violation record (U5).
+    let refused = app.generate(&user, gen_body("a forbiddenword")).await;
+    assert_eq!(refused.status(), 400);
 
     // Every feature: a reference upload, generations (one with an Idempotency-Key), a public
     // image downloaded by another user and by its owner, a protected one, a purchase, a report,

@@ -90,6 +90,7 @@ async fn every_sample_event_runs_through_its_handler() {
         ("generations-delete.json", 404),
         ("public-health.json", 200),
         ("public-policy.json", 200),
+        ("public-openapi.json", 200),
         ("uploads-create.json", 201),
         ("images-get.json", 404),
         ("images-downloads.json", 200),

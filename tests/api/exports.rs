@@ -42,9 +42,14 @@ fn png() -> Vec<u8> {
 /// at a time.
 #[tokio::test]
 async fn d4_the_export_is_a_standard_zip_with_every_record_kind_and_original_and_a_manifest() {
-    let app = spawn_app().await;
+    let app = crate::helpers::spawn_app_with(&[("MODERATION_BLOCKLIST", "abuse:forbiddenword")]).await;
     let user = app.onboarded_user().await;
     let other = app.onboarded_user().await;
+    // A refused prompt: a violation record (U5), exported.
+    let refused = app
+        .generate(&user, crate::helpers::gen_body("a forbiddenword"))
+        .await;
+    assert_eq!(refused.status(), 400);
     // Some of everything: images, an upload, a consent, a download, a published image.
     let upload: Value = app
         .send(
