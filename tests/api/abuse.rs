@@ -408,3 +408,50 @@ async fn c3_request_logs_carry_ip_and_user_agent_never_prompt_text() {
         assert_eq!(line["span"]["user_id"], user.sub.as_str());
     }
 }
+
+/// Counts the calls a DynamoDB client sends.
+#[derive(Debug)]
+struct CountCalls(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl aws_sdk_dynamodb::config::Intercept for CountCalls {
+    fn name(&self) -> &'static str {
+        "CountCalls"
+    }
+    fn read_before_transmit(
+        &self,
+        _ctx: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// S2: anonymous callers cannot multiply AWS calls through `GET /v1/health`: 20 concurrent
+/// checks read the table once.
+#[tokio::test]
+async fn s2_health_checks_do_not_multiply_aws_calls() {
+    let app = crate::helpers::spawn_app().await;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let conf = aws_sdk_dynamodb::config::Builder::from(&app.stack.sdk)
+        .interceptor(CountCalls(calls.clone()))
+        .build();
+    let counted = app.app().clone().with_store(shared::store::Store::new(
+        aws_sdk_dynamodb::Client::from_conf(conf),
+        app.app().store.table(),
+    ));
+    let event = std::fs::read_to_string(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events/public-health.json"),
+    )
+    .unwrap();
+    let responses = join_all((0..20).map(|_| {
+        let req = lambda_http::request::from_str(&event).unwrap();
+        public::handle(&counted, req)
+    }))
+    .await;
+    for resp in responses {
+        assert_eq!(resp.unwrap().status(), 200);
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

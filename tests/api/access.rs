@@ -32,7 +32,8 @@ fn s(item: &HashMap<String, AttributeValue>, name: &str) -> String {
 /// their objects and public copies), with the right counts and deletion dates.
 #[tokio::test]
 async fn d1_access_lists_every_kind_held_with_its_deletion_dates() {
-    let app = crate::helpers::spawn_app_with(&[("MODERATION_BLOCKLIST", "abuse:forbiddenword")]).await;
+    let app =
+        crate::helpers::spawn_app_with(&[("MODERATION_BLOCKLIST", "abuse:forbiddenword")]).await;
     let user = app.onboarded_user().await;
     let stranger = app.onboarded_user().await;
     let admin = app.admin().await;

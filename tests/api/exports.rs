@@ -42,7 +42,8 @@ fn png() -> Vec<u8> {
 /// at a time.
 #[tokio::test]
 async fn d4_the_export_is_a_standard_zip_with_every_record_kind_and_original_and_a_manifest() {
-    let app = crate::helpers::spawn_app_with(&[("MODERATION_BLOCKLIST", "abuse:forbiddenword")]).await;
+    let app =
+        crate::helpers::spawn_app_with(&[("MODERATION_BLOCKLIST", "abuse:forbiddenword")]).await;
     let user = app.onboarded_user().await;
     let other = app.onboarded_user().await;
     // A refused prompt: a violation record (U5), exported.
