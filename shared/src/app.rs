@@ -76,7 +76,8 @@ impl App {
                             base,
                             key.clone(),
                             model,
-                            config.provider_timeout,
+                            // Well inside an API function's 29 s: a hanging endpoint is a 503.
+                            std::time::Duration::from_secs(10),
                         )) as Box<dyn crate::moderation::Moderator>
                     }),
             }),

@@ -243,6 +243,9 @@ impl OpenAiModeration {
         Self {
             http: reqwest::Client::builder()
                 .timeout(timeout)
+                .connect_timeout(Duration::from_secs(5))
+                // The configured endpoint answers itself; a redirect is not followed anywhere.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("a reqwest client builds"),
             base_url: base_url.trim_end_matches('/').to_string(),
@@ -281,12 +284,20 @@ impl Moderator for OpenAiModeration {
         if !result.flagged {
             return Ok(None);
         }
+        // Stored and shown to the user: only a category name that looks like one.
         let category = result
             .categories
             .iter()
             .find(|(_, v)| v.as_bool() == Some(true))
-            .map(|(k, _)| k.clone())
-            .unwrap_or_else(|| "flagged".into());
+            .map(|(k, _)| k.as_str())
+            .filter(|k| {
+                (1..=64).contains(&k.len())
+                    && k.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-/".contains(&b)
+                    })
+            })
+            .unwrap_or("flagged")
+            .to_string();
         Ok(Some(Refusal {
             source: "moderation_endpoint".into(),
             category,

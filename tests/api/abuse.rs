@@ -455,3 +455,56 @@ async fn s2_health_checks_do_not_multiply_aws_calls() {
     }
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+/// S2: every limited action of a signed-in user is limited (a limit of one: the second request
+/// in the window gets 429 `rate_limited` with `Retry-After`), before any other work.
+#[tokio::test]
+async fn s2_every_limited_action_answers_429_past_its_limit() {
+    let app = spawn_app_with(&[(
+        "RATE_LIMITS",
+        "upload=1/86400,download=1/86400,export=1/86400,checkout=1/86400,child_report=1/86400",
+    )])
+    .await;
+    let user = app.onboarded_user().await;
+    let other = app.onboarded_user().await;
+    let id = app.create(&user, gen_body("a lighthouse")).await;
+    app.drain().await;
+    let image = format!("{id}-0");
+    let requests: Vec<(Method, String, Value)> = vec![
+        (
+            Method::POST,
+            "/v1/uploads".into(),
+            json!({"content_type": "image/png", "size": 100}),
+        ),
+        (
+            Method::POST,
+            format!("/v1/images/{image}/download"),
+            json!({}),
+        ),
+        (Method::POST, "/v1/exports".into(), json!({})),
+        (
+            Method::POST,
+            "/v1/billing/checkout".into(),
+            json!({"item": "pack_small"}),
+        ),
+        (
+            Method::POST,
+            "/v1/reports/child-account".into(),
+            json!({"user_id": other.sub}),
+        ),
+    ];
+    for (method, path, body) in requests {
+        let first = app
+            .send(method.clone(), &path, Some(&user), Some(body.clone()))
+            .await;
+        assert_ne!(
+            first.status(),
+            429,
+            "{path}: the first request passes the limit"
+        );
+        let second = app.send(method, &path, Some(&user), Some(body)).await;
+        assert_eq!(second.status(), 429, "{path}");
+        assert!(retry_after(&second) >= 1);
+        assert_eq!(problem_code(second, 429).await, "rate_limited", "{path}");
+    }
+}

@@ -69,6 +69,8 @@ impl OpenAiImages {
             http: reqwest::Client::builder()
                 .timeout(timeout)
                 .connect_timeout(Duration::from_secs(10))
+                // The configured endpoint answers itself; a redirect is not followed anywhere.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()?,
             url: format!("{}/v1/images/generations", base_url.trim_end_matches('/')),
             edits_url: format!("{}/v1/images/edits", base_url.trim_end_matches('/')),
