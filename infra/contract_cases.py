@@ -11,8 +11,10 @@ against `shared/openapi.json`.
 Every response must have a status under 500; when its route is in the document, a documented
 status, a documented content type (nothing for a documented empty answer), a body valid against
 the documented schema, and valid documented headers; every error is application/problem+json
-with a string `code`. Some cases expect more (another user's ids are 404). Requests are sent as
-raw bytes over a socket, so paths, headers and bodies reach the server exactly as written.
+with a string `code`. Some cases expect more: another user's ids are 404 and no successful answer
+to anyone else contains user B's ids; a body that is not a JSON object is refused (every request
+schema is an object). Requests are sent as raw bytes over a socket, so paths, headers and bodies
+reach the server exactly as written.
 """
 
 import argparse
@@ -382,7 +384,7 @@ class Runner:
         self.secret_ids = [st["b_gen"], st["b_upload"], st["b_export"]]
 
     def case(self, name, method, target, token=None, body=None, content_type="application/json", headers=(),
-             expect=None, raw_headers=None, leak_check=True):
+             expect=None, raw_headers=None):
         """Sends one request and records what is wrong with the answer. `expect(resp)` returns a
         reason when a case-specific expectation fails."""
         if raw_headers is not None:
@@ -405,7 +407,7 @@ class Runner:
                 reason = expect(resp)
                 if reason:
                     failures.append(("expectation", reason))
-            if leak_check and 200 <= resp.status < 300 and token != self.st["b"]:
+            if 200 <= resp.status < 300 and token != self.st["b"]:
                 text = resp.body.decode("utf-8", "replace")
                 for secret in self.secret_ids:
                     if secret in text:
@@ -432,6 +434,19 @@ def status_in(*codes):
             return f"expected status {' or '.join(map(str, codes))}, got {resp.status}"
         return None
     return check
+
+
+def refused(resp):
+    if resp.status < 400:
+        return (f"a body that is not a JSON object was accepted ({resp.status}); the document's request "
+                f"schema is an object: expected 400")
+    return None
+
+
+def request_schema(contract, method, path):
+    _, op = contract.operation(method, path)
+    media = ((op or {}).get("requestBody") or {}).get("content", {}).get("application/json")
+    return contract.resolve(media["schema"]) if media and "schema" in media else None
 
 
 def is_404(resp):
@@ -479,7 +494,21 @@ def body_ops(st):
     ]
 
 
-def bad_bodies(valid):
+# Bodies that are not JSON objects: every request schema of the document is an object, so these
+# must be refused (400), never acted on.
+NON_OBJECT = {"null", "empty array", "array of the valid body", "string", "number", "true", "positional array"}
+
+
+def positional(valid, properties):
+    """The valid body as a JSON array in the schema's property order (what serde's derived
+    Deserialize accepts for a struct unless the code insists on an object)."""
+    values = [valid.get(name) for name in properties] if properties else list(valid.values())
+    while values and values[-1] is None:  # missing trailing fields take their defaults
+        values.pop()
+    return values
+
+
+def bad_bodies(valid, properties=()):
     """(name, bytes, content type) of the bad bodies sent to every body-reading operation."""
     v = json.dumps(valid).encode()
     multipart = (b"--xyz\r\nContent-Disposition: form-data; name=\"data\"\r\n\r\n" + v + b"\r\n--xyz--\r\n")
@@ -503,6 +532,7 @@ def bad_bodies(valid):
         ("null", b"null", "application/json"),
         ("empty array", b"[]", "application/json"),
         ("array of the valid body", b"[" + v + b"]", "application/json"),
+        ("positional array", json.dumps(positional(valid, properties)).encode(), "application/json"),
         ("string", b'"hello"', "application/json"),
         ("number", b"12345678901234567890123", "application/json"),
         ("true", b"true", "application/json"),
@@ -542,8 +572,25 @@ def run_before(r):
 
     # 1. Bad bodies on every route that reads one (and on the POST/PUT/PATCH routes that don't).
     for label, method, path, token, valid in body_ops(st):
-        for name, body, ctype in bad_bodies(valid):
-            r.case(f"{label}: {name}", method, path, token, body, ctype)
+        schema = request_schema(contract, method, path)
+        properties = list((schema or {}).get("properties", {}))
+        for name, body, ctype in bad_bodies(valid, properties):
+            expect = None
+            # An onboarded caller's POST /v1/me is 200 whatever the body (documented).
+            if name in NON_OBJECT and schema and schema.get("type") == "object" and label != "onboard":
+                expect = refused
+            r.case(f"{label}: {name}", method, path, token, body, ctype, expect=expect)
+    # The two whose success cannot be undone: onboarding and deleting an account, each by a
+    # user of its own.
+    s = Setup(st["base"])
+    fresh = s.token(f"contract-p1-{st['run']}")
+    r.case("onboard: positional array", "POST", "/v1/me", fresh, ["Positional", None, True], expect=refused)
+    r.case("onboard: array of the valid body", "POST", "/v1/me", fresh, [{"age_confirmed": True}], expect=refused)
+    doomed = s.token(f"contract-p2-{st['run']}")
+    s.onboard(doomed, "Contract P2")
+    r.case("deleteMe: positional array", "DELETE", "/v1/me", doomed, ["delete my account"], expect=refused)
+    r.case("deleteMe: array of the valid body", "DELETE", "/v1/me", doomed, [{"confirm": "delete my account"}], expect=refused)
+    r.case("deleteMe: null", "DELETE", "/v1/me", doomed, b"null", expect=refused)
     # Over API Gateway's 10 MiB: the dev host answers before any function runs.
     r.case("body over 10 MiB", "POST", "/v1/generations", a, b"{" + b" " * (10 * MIB + 10) + b"}",
            expect=status_in(413))

@@ -225,3 +225,95 @@ async fn bad_or_missing_tokens_are_401_problems() {
         .unwrap();
     assert_eq!(problem_code(resp, 400).await, "invalid_subject");
 }
+
+/// A JSON body that is not an object is refused with 400 `invalid_body` on every route that
+/// takes one (serde would otherwise read an array as a struct's fields by position): an array
+/// confirmation deletes no account, an array prompt charges nothing.
+#[tokio::test]
+async fn non_object_bodies_are_refused_everywhere() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    let fresh = app.new_user().await;
+    let id = app.create(&user, gen_body("a kite")).await;
+    app.drain().await;
+    let before = app.balance(&user).await;
+    let cases: Vec<(Method, String, &User, serde_json::Value)> = vec![
+        (
+            Method::DELETE,
+            "/v1/me".into(),
+            &user,
+            json!(["delete my account"]),
+        ),
+        (
+            Method::POST,
+            "/v1/me".into(),
+            &fresh,
+            json!(["Positional", null, true]),
+        ),
+        (
+            Method::POST,
+            "/v1/generations".into(),
+            &user,
+            json!(["a red bicycle", "1024x1024", "low", 1]),
+        ),
+        (
+            Method::POST,
+            "/v1/uploads".into(),
+            &user,
+            json!(["image/png", 1000]),
+        ),
+        (
+            Method::POST,
+            "/v1/billing/checkout".into(),
+            &user,
+            json!(["pack_small"]),
+        ),
+        (
+            Method::PUT,
+            "/v1/me/consents/marketing_email".into(),
+            &user,
+            json!([true]),
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/images/{id}-0"),
+            &user,
+            json!([true, false]),
+        ),
+        (
+            Method::POST,
+            format!("/v1/images/{id}-0/download"),
+            &user,
+            json!(["original"]),
+        ),
+        (
+            Method::POST,
+            "/v1/reports/child-account".into(),
+            &user,
+            json!([fresh.sub]),
+        ),
+        (
+            Method::PUT,
+            "/v1/billing/spend-cap".into(),
+            &user,
+            json!("100"),
+        ),
+        (Method::POST, "/v1/generations".into(), &user, json!(null)),
+        (Method::POST, "/v1/generations".into(), &user, json!(42)),
+    ];
+    for (method, path, who, body) in cases {
+        let resp = app.send(method.clone(), &path, Some(who), Some(body)).await;
+        assert_eq!(
+            problem_code(resp, 400).await,
+            "invalid_body",
+            "{method} {path}"
+        );
+    }
+    assert_eq!(app.get("/v1/me", &user).await.status(), 200, "not deleted");
+    assert_eq!(app.balance(&user).await, before, "nothing charged");
+    assert_eq!(app.job(&user, &id).await["images"][0]["public"], false);
+    assert_eq!(
+        problem_code(app.get("/v1/me", &fresh).await, 403).await,
+        "onboarding_required"
+    );
+}

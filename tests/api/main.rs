@@ -16,6 +16,7 @@ mod contract;
 mod datamap;
 mod deletion;
 mod devhost;
+mod emulator;
 mod errors;
 mod events_fixtures;
 mod exports;

@@ -128,7 +128,16 @@ pub fn json_value(req: &Request) -> Result<serde_json::Value, ApiError> {
             "a JSON body is required",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
-    })
+    })?;
+    // Every body of this API is an object: serde would read an array as a struct's fields by
+    // position (`["delete my account"]` as a confirmation), so nothing else gets that far.
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    }
+    Ok(value)
 }
