@@ -19,6 +19,9 @@ import time
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import transactions  # noqa: E402  (infra/moto/transactions.py: moto 5.2.1's slow rollback)
+
 
 class SerializeDynamoDB:
     def __init__(self, app):
@@ -77,6 +80,7 @@ def main():
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args()
+    transactions.install()
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(
         args.host, args.port, FixCompleteMultipartUpload(SerializeDynamoDB(app)), threaded=True
