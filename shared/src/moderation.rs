@@ -118,8 +118,11 @@ impl Blocklist {
         self.entries.iter().enumerate().find_map(|(i, e)| {
             let hit = match &e.rule {
                 Rule::Term(term) => {
+                    let joined = term.concat();
                     words.windows(term.len()).any(|w| w == term.as_slice())
-                        || spelled.iter().any(|s| s.contains(&term.concat()))
+                        // `pipebomb`, `pipe-bomb` written as one word
+                        || (term.len() > 1 && words.iter().any(|w| *w == joined))
+                        || spelled.iter().any(|s| s.contains(&joined))
                 }
                 Rule::Pattern(re) => re.is_match(&text),
             };
@@ -344,6 +347,7 @@ mod tests {
             "pípé bömb",
             "p\u{200b}ipe bomb",
             "PIPE-BOMB",
+            "a pipebomb",
             "ｐｉｐｅ ｂｏｍｂ",
             "a beheading scene",
             "NUD3 portrait",

@@ -12,6 +12,15 @@ use crate::helpers::{
     StubReply, TestApp, User, STUB_KEY,
 };
 
+/// Tests with day-long windows start away from the UTC day's edge, so all their requests share
+/// one window.
+async fn away_from_the_day_edge() {
+    let left = 86_400 - chrono::Utc::now().timestamp().rem_euclid(86_400);
+    if left < 120 {
+        tokio::time::sleep(Duration::from_secs(left as u64 + 1)).await;
+    }
+}
+
 fn retry_after(resp: &reqwest::Response) -> u64 {
     resp.headers()
         .get("retry-after")
@@ -40,6 +49,7 @@ async fn anonymous_get(app: &TestApp, client: &reqwest::Client, path: &str) -> r
 /// charged, 40 get 429 `rate_limited` with `Retry-After`.
 #[tokio::test]
 async fn s2_rate_limit_holds_under_50_concurrent_requests() {
+    away_from_the_day_edge().await;
     let app = spawn_app_with(&[
         ("RATE_LIMITS", "generate=10/86400"),
         ("SIGNUP_CREDITS", "1000"),
@@ -111,6 +121,7 @@ async fn s2_rate_limit_resets_after_its_window() {
 /// an anonymous route leaves another IP's untouched.
 #[tokio::test]
 async fn s2_rate_limits_separate_users_and_ips() {
+    away_from_the_day_edge().await;
     let app = spawn_app_with(&[
         ("RATE_LIMITS", "generate=2/86400,gallery=2/86400"),
         ("SIGNUP_CREDITS", "100"),
@@ -258,6 +269,15 @@ async fn s2_u5_blocklisted_prompts_are_refused_uncharged_and_repeats_suspend() {
         )
         .await;
     assert_eq!(resp.status(), 204);
+    assert_eq!(
+        app.generate(&user, gen_body("a quiet harbour"))
+            .await
+            .status(),
+        202
+    );
+    // What the admin reviewed is not counted again: one more refusal does not suspend.
+    let resp = app.generate(&user, gen_body("a pipebomb")).await;
+    assert_eq!(problem_code(resp, 400).await, "prompt_refused");
     assert_eq!(
         app.generate(&user, gen_body("a quiet harbour"))
             .await
@@ -460,6 +480,7 @@ async fn s2_health_checks_do_not_multiply_aws_calls() {
 /// in the window gets 429 `rate_limited` with `Retry-After`), before any other work.
 #[tokio::test]
 async fn s2_every_limited_action_answers_429_past_its_limit() {
+    away_from_the_day_edge().await;
     let app = spawn_app_with(&[(
         "RATE_LIMITS",
         "upload=1/86400,download=1/86400,export=1/86400,checkout=1/86400,child_report=1/86400",

@@ -356,6 +356,11 @@ async fn k1_refused_sign_up_logs_no_subject() {
         !refused.contains(&child),
         "the subject is logged: {refused}"
     );
+    // Nor its IP address or user agent (C3 data of a refused child).
+    assert!(
+        !refused.contains("203.0.113.7") && !refused.contains("curl/8.5.0"),
+        "the refused sign-up's IP or user agent is logged: {refused}"
+    );
 
     let adult = unique("adult-");
     let event = with_claims("account-onboard.json", |c| {
@@ -365,5 +370,9 @@ async fn k1_refused_sign_up_logs_no_subject() {
     assert!(
         logs.text().contains(&adult),
         "a successful onboarding names its subject"
+    );
+    assert!(
+        logs.text().contains("203.0.113.7"),
+        "a successful onboarding logs its IP (C3)"
     );
 }

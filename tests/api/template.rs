@@ -435,10 +435,31 @@ fn template_parameters_allow_only_what_the_functions_accept() {
         ("generate=20/0", false),
         ("teleport=1/1", false),
         ("generate=1000001/60", false),
+        ("export=1/86399", true),
+        ("export=1/86000", true),
     ] {
         assert_eq!(pattern.is_match(value), ok, "{value}");
         let parsed = shared::limits::RateLimits::parse(Some(value), 5);
         assert_eq!(parsed.is_ok(), ok, "{value}");
+    }
+    // MODERATION_BLOCKLIST: what the template admits (terms) the functions parse.
+    let pattern =
+        regex_lite::Regex::new(&s(&t["Parameters"]["ModerationBlocklist"]["AllowedPattern"]))
+            .unwrap();
+    for (value, ok) in [
+        ("weapons:pipe bomb;gore:beheading", true),
+        ("pipe bomb", true),
+        ("x:!!!", false),
+        ("gore:/(/", false),
+        (";;", false),
+    ] {
+        assert_eq!(pattern.is_match(value), ok, "{value}");
+        if ok {
+            assert!(
+                shared::moderation::Blocklist::parse(value).is_ok(),
+                "{value}"
+            );
+        }
     }
     let rules = format!("{:?}", t["Rules"]);
     for together in [

@@ -206,10 +206,19 @@ async fn main() -> anyhow::Result<()> {
                 match resp {
                     Ok(r) if r.status() == 202 => {
                         let body: Value = r.json().await.unwrap_or_default();
-                        accepted_at
-                            .lock()
-                            .unwrap()
-                            .push(started.elapsed().as_secs_f64());
+                        let now = started.elapsed().as_secs_f64();
+                        let count = {
+                            let mut times = accepted_at.lock().unwrap();
+                            times.push(now);
+                            times.len()
+                        };
+                        // Progress as it happens (a slow run can be stopped and still read).
+                        if count % (requests / 10).max(1) == 0 {
+                            eprintln!(
+                                "  {count:>5} accepted at {now:>7.1} s, emulator RSS {:.0} MiB",
+                                moto_rss_mib("VmRSS:")
+                            );
+                        }
                         if let Some(id) = body["id"].as_str() {
                             job_ids.lock().unwrap().push((user, id.to_string()));
                         }
@@ -251,34 +260,45 @@ async fn main() -> anyhow::Result<()> {
         previous = t;
     }
 
-    // Every job to a final state (the worker runs in this process).
+    // Every job to a final state (the worker runs in this process): each user's history is
+    // read every 3 s (a page of 100 at a time), so the polling adds little load.
     let ids = job_ids.lock().unwrap().clone();
-    let mut pending: Vec<(usize, String)> = ids.clone();
+    let accepted_ids: std::collections::HashSet<String> =
+        ids.iter().map(|(_, id)| id.clone()).collect();
+    let mut finished = 0;
     let mut last_done = started.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(1800);
-    while !pending.is_empty() && Instant::now() < deadline {
-        let mut still = Vec::new();
-        for (user, id) in pending {
-            let job = stack
-                .app
-                .store
-                .get_job(&format!("load-{user}"), &id)
-                .await?;
-            match job.map(|j| j.status.as_str()) {
-                Some("succeeded") | Some("failed") | None => {}
-                _ => still.push((user, id)),
+    while Instant::now() < deadline {
+        let mut done = 0;
+        for u in 0..users {
+            let mut after = None;
+            loop {
+                let (jobs, last) = stack
+                    .app
+                    .store
+                    .list_jobs(&format!("load-{u}"), 100, after)
+                    .await?;
+                done += jobs
+                    .iter()
+                    .filter(|j| accepted_ids.contains(&j.id))
+                    .filter(|j| matches!(j.status.as_str(), "succeeded" | "failed"))
+                    .count();
+                after = last;
+                if after.is_none() {
+                    break;
+                }
             }
         }
-        if still.is_empty() {
+        if done > finished {
             last_done = started.elapsed().as_secs_f64();
         }
-        pending = still;
-        if !pending.is_empty() {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        finished = done;
+        if finished >= ids.len() {
+            break;
         }
+        tokio::time::sleep(Duration::from_secs(3)).await;
     }
     sampler.abort();
-    let finished = ids.len() - pending.len();
     let read_after = read_latency(tokens[0].clone()).await;
     let first = rates.first().copied().unwrap_or(0.0);
     let last = rates.last().copied().unwrap_or(0.0);

@@ -37,18 +37,30 @@ where
         .chars()
         .take(256)
         .collect();
-    let span = tracing::info_span!("request", request_id = %request_id, route = %route, ip = %ip, user_agent = %user_agent, user_id = tracing::field::Empty);
-    // K1: onboarding names its subject only once it succeeded, so a refused under-13 sign-up
-    // leaves no identity in the logs.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        route = %route,
+        ip = tracing::field::Empty,
+        user_agent = tracing::field::Empty,
+        user_id = tracing::field::Empty
+    );
+    // K1: onboarding names its subject, IP and user agent only once it succeeded, so a refused
+    // under-13 sign-up leaves nothing personal in the logs.
     let onboarding = route == ONBOARDING_ROUTE;
-    if !onboarding {
+    let identify = move |span: &tracing::Span| {
         span.record("user_id", user_id.as_str());
+        span.record("ip", ip.as_str());
+        span.record("user_agent", user_agent.as_str());
+    };
+    if !onboarding {
+        identify(&span);
     }
     let current = span.clone();
     async move {
         let result = handler(req).await;
         if onboarding && result.as_ref().is_ok_and(|r| r.status().is_success()) {
-            current.record("user_id", user_id.as_str());
+            identify(&current);
         }
         let response = match result {
             Ok(resp) => resp,

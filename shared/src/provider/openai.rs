@@ -83,11 +83,24 @@ impl OpenAiImages {
 /// An identifier from a provider's answer (an error `code` or `type`), only when it looks like
 /// one: a server that echoes its input must not get the prompt into a log line (C3).
 fn identifier(raw: Option<&str>) -> Option<&str> {
-    raw.filter(|s| {
-        (1..=64).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
-    })
+    // The error codes and types OpenAI documents; anything else is not repeated.
+    const KNOWN: &[&str] = &[
+        "moderation_blocked",
+        "content_policy_violation",
+        "rate_limit_exceeded",
+        "insufficient_quota",
+        "invalid_api_key",
+        "billing_hard_limit_reached",
+        "model_not_found",
+        "invalid_value",
+        "invalid_request_error",
+        "image_generation_user_error",
+        "server_error",
+        "api_error",
+        "requests",
+        "tokens",
+    ];
+    raw.filter(|s| KNOWN.contains(s))
 }
 
 /// Classifies a non-success answer. The detail names the status and the error's code and type,
@@ -214,9 +227,12 @@ mod tests {
     #[test]
     fn c3_provider_errors_never_carry_the_answer_text() {
         let echo = r#"{"error":{"message":"bad prompt: a secret castle","type":"a secret castle","code":"a secret castle"}}"#;
+        let one_word = r#"{"error":{"message":"castle","type":"castle","code":"castle"}}"#;
         for status in [400, 429, 500] {
             let e = classify(status, echo).to_string();
             assert!(!e.contains("secret"), "{e}");
+            let e = classify(status, one_word).to_string();
+            assert!(!e.contains("castle"), "{e}");
         }
         let e = classify(
             400,

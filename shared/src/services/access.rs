@@ -92,8 +92,8 @@ fn item_deletion(app: &App, item: &Item) -> (Option<String>, bool) {
     } else if exp_pk.starts_with(keys::DEL) || exp_pk.starts_with(keys::HELD) {
         (None, true)
     } else if item.contains_key(keys::TTL) {
-        // Removed by DynamoDB's TTL (rate counters): stamped with the end of their use.
-        (exp_at.and_then(time), false)
+        // Removed by DynamoDB's TTL (rate counters) at their `ttl`.
+        (attr_n(item, keys::TTL).and_then(time), false)
     } else {
         (None, false)
     }

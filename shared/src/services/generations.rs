@@ -165,13 +165,26 @@ pub async fn create(
             "this account is suspended: it can read, export and delete its data, not generate",
         ));
     }
-    // S2: one conditional write takes this request's slot, before any other work.
-    crate::limits::take_for_user(app, crate::limits::Action::Generate, user_id, now).await?;
     let parsed: GenerationRequestBody = serde_json::from_value(body.clone())
         .map_err(|e| ApiError::bad_request("invalid_body", format!("request body: {e}")))?;
     let settings = GenerationSettings::parse(&parsed)?;
     let idem_key = parse_idempotency_key(idempotency_key)?;
     let hash = request_hash(body);
+    // A retry of an accepted request is answered (and finished) first: it takes no rate-limit
+    // slot and is not screened again.
+    if let Some(key) = &idem_key {
+        if let Some(record) = app.store.get_idempotency(user_id, key).await? {
+            let live = match &record.job_id {
+                Some(job) => app.store.get_job(user_id, job).await?.is_some(),
+                None => true,
+            };
+            if live {
+                return replay(app, user_id, record, &hash).await;
+            }
+        }
+    }
+    // S2: one conditional write takes this request's slot.
+    crate::limits::take_for_user(app, crate::limits::Action::Generate, user_id, now).await?;
     // S2, U5: moderation before any credit is reserved; a refusal is recorded (and may suspend).
     crate::services::moderation::screen(app, user_id, settings.prompt.as_str(), now).await?;
     // The caller's own ready uploads (another user's id is 404); each one's deletion time moves
@@ -267,34 +280,41 @@ pub async fn create(
                 ),
             });
         }
-        CreateOutcome::Existing(record) => {
-            if record.request_hash != hash {
-                return Err(ApiError::client(
-                    422,
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used with a different request body",
-                ));
-            }
-            let body =
-                serde_json::from_str(&record.body).map_err(|e| ApiError::Internal(e.into()))?;
-            // A retry finishes what the key names: a job still queued may have lost its
-            // message (the send failed, or the function stopped after the commit), so it is
-            // sent again; the worker claims a job once, so a duplicate changes nothing.
-            if let Some(existing) = &record.job_id {
-                if let Some(job) = app.store.get_job(user_id, existing).await? {
-                    if job.status == JobStatus::Queued {
-                        send_job(app, user_id, existing).await;
-                    }
-                }
-            }
-            return Ok((record.status, body));
-        }
+        CreateOutcome::Existing(record) => return replay(app, user_id, record, &hash).await,
     }
 
     send_job(app, user_id, &job_id).await;
     crate::services::billing_account::watch_low_balance(app, user_id).await;
     tracing::info!(job_id = %job_id, cost, "generation accepted");
     Ok((202, response))
+}
+
+/// The first response to an `Idempotency-Key`, for a retry with the same body (422 with another).
+/// A retry also finishes what the key names: a job still queued may have lost its message (the
+/// send failed, or the function stopped after the commit), so it is sent again; the worker
+/// claims a job once, so a duplicate changes nothing.
+async fn replay(
+    app: &App,
+    user_id: &str,
+    record: IdempotencyRecord,
+    hash: &str,
+) -> Result<(u16, Value), ApiError> {
+    if record.request_hash != hash {
+        return Err(ApiError::client(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+        ));
+    }
+    let body = serde_json::from_str(&record.body).map_err(|e| ApiError::Internal(e.into()))?;
+    if let Some(existing) = &record.job_id {
+        if let Some(job) = app.store.get_job(user_id, existing).await? {
+            if job.status == JobStatus::Queued {
+                send_job(app, user_id, existing).await;
+            }
+        }
+    }
+    Ok((record.status, body))
 }
 
 /// Sends a job's message (one retry). On failure the job stays queued and charged: a retry of

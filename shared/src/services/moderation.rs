@@ -75,18 +75,23 @@ pub async fn record(
         "prompt refused by moderation"
     );
     let cfg = &app.config.moderation;
-    let window = chrono::Duration::from_std(cfg.violation_window).unwrap_or_default();
-    let recent = app
-        .store
-        .count_violations_since(user_id, now - window)
-        .await?;
-    if recent < cfg.violation_threshold as usize {
-        return Ok(());
-    }
     let Some(profile) = app.store.get_profile(user_id).await? else {
         return Ok(());
     };
     if profile.deleted_at.is_some() || profile.suspension.is_some() {
+        return Ok(());
+    }
+    // The window, from the last restore at the latest: what an admin reviewed is not counted
+    // again.
+    let window = chrono::Duration::from_std(cfg.violation_window).unwrap_or_default();
+    let restored = profile
+        .violations_counted_from
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let since = restored.map_or(now - window, |r| r.max(now - window));
+    let recent = app.store.count_violations_since(user_id, since).await?;
+    if recent < cfg.violation_threshold as usize {
         return Ok(());
     }
     let why = format!(

@@ -441,13 +441,23 @@ async fn expire_content(
         ) {
             // R1: a violation record holds its prompt; under a hold naming the user it stays
             // (evidence), otherwise it goes.
-            if holds.names_user(user_id) {
+            let outcome = if holds.names_user(user_id) {
+                // Looked at again a day later, so held records never crowd out the rest.
                 report.content_held += 1;
-            } else if let Err(e) = app.store.delete_violation(user_id, &due.sk).await {
-                tracing::error!(error = ?e, "expired violation record not deleted");
-                report.errors += 1;
+                app.store
+                    .postpone_violation(user_id, &due.sk, created_before + Duration::days(1))
+                    .await
             } else {
-                report.items_deleted += 1;
+                app.store
+                    .delete_violation(user_id, &due.sk)
+                    .await
+                    .map(|()| {
+                        report.items_deleted += 1;
+                    })
+            };
+            if let Err(e) = outcome {
+                tracing::error!(error = ?e, "expired violation record not handled");
+                report.errors += 1;
             }
             continue;
         }

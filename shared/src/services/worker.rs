@@ -118,13 +118,23 @@ pub async fn process(
         Ok(images) => store_images(app, &job, worker_id, images).await,
         Err(ProviderError::Moderation(detail)) => {
             tracing::info!(detail = %detail, "refused by the provider's moderation");
+            // Failed and refunded first: a failure to record the violation never runs the
+            // provider again.
+            let failed = fail(
+                app,
+                &job,
+                worker_id,
+                "moderation_blocked",
+                MODERATION_REASON,
+            )
+            .await;
             // U5: counts like a refusal of ours (recorded once per generation).
             let refusal = crate::moderation::Refusal {
                 source: "image_provider".into(),
                 category: "provider_moderation".into(),
                 rule: format!("{} moderation", app.provider.name()),
             };
-            crate::services::moderation::record(
+            if let Err(e) = crate::services::moderation::record(
                 app,
                 &job.user_id,
                 &refusal,
@@ -132,15 +142,11 @@ pub async fn process(
                 Some(&job.id),
                 Utc::now(),
             )
-            .await?;
-            fail(
-                app,
-                &job,
-                worker_id,
-                "moderation_blocked",
-                MODERATION_REASON,
-            )
             .await
+            {
+                tracing::error!(error = ?e, "the provider's refusal was not recorded as a violation");
+            }
+            failed
         }
         Err(ProviderError::Permanent(detail)) => {
             tracing::warn!(detail = %detail, "provider failed permanently");

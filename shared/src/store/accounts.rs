@@ -35,6 +35,10 @@ pub struct Profile {
     /// Set when a payment reversal left the balance negative (U5).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub billing_flag: Option<String>,
+    /// When the account was last restored: moderation refusals before it no longer count
+    /// towards an automatic suspension (U5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub violations_counted_from: Option<String>,
 }
 
 /// Why and since when an account is suspended (U5, K2): it may read, export and delete its data
@@ -81,6 +85,7 @@ fn profile_from_item(item: &Item) -> anyhow::Result<Profile> {
         deleted_at: opt_s(item, "deleted_at"),
         billing_flag: opt_s(item, "billing_flag"),
         restricted_at: opt_s(item, "restricted_at"),
+        violations_counted_from: opt_s(item, "violations_counted_from"),
         suspension: opt_s(item, "suspension_reason").map(|reason| Suspension {
             reason,
             since: opt_s(item, "suspended_at").unwrap_or_default(),

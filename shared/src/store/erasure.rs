@@ -108,15 +108,27 @@ impl Store {
                     Update::builder()
                         .table_name(&self.table)
                         .set_key(Some(key(user_pk(user_id), PROFILE)))
-                        .update_expression("REMOVE suspension_reason, suspended_at, suspended_by")
+                        // U5: refusals before a restore no longer count towards the next
+                        // automatic suspension.
+                        .update_expression(
+                            "REMOVE suspension_reason, suspended_at, suspended_by \
+                             SET violations_counted_from = :now",
+                        )
                         .condition_expression(if restore_only_if.is_some() {
                             "attribute_exists(pk) AND attribute_not_exists(deleted_at) \
                              AND suspension_reason = :only"
                         } else {
                             "attribute_exists(pk) AND attribute_not_exists(deleted_at)"
                         })
-                        .set_expression_attribute_values(restore_only_if.map(|r| {
-                            std::collections::HashMap::from([(":only".to_string(), s(r))])
+                        .set_expression_attribute_values(Some({
+                            let mut values = std::collections::HashMap::from([(
+                                ":now".to_string(),
+                                s(now.to_rfc3339()),
+                            )]);
+                            if let Some(r) = restore_only_if {
+                                values.insert(":only".to_string(), s(r));
+                            }
+                            values
                         }))
                         .build()?,
                 )

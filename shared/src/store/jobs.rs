@@ -271,6 +271,7 @@ impl Store {
             );
         }
         let idem_index = c.idempotency.as_ref().map(|_| 0);
+        let job_index = items.len();
         let balance_index = items.len() + 1;
         items.push(
             TransactWriteItem::builder()
@@ -330,6 +331,11 @@ impl Store {
                     },
                 });
             }
+        }
+        if outcome.failed_at(job_index) && self.get_job_any(c.user_id, c.job_id).await?.is_some() {
+            // The job id is new to this request: only an earlier send of this same transaction
+            // (whose answer was lost, then resent) can have created it.
+            return Ok(Attempt::Done(CreateOutcome::Created));
         }
         if outcome.failed_at(profile_index) {
             return Ok(Attempt::Done(CreateOutcome::AccountInactive));

@@ -81,6 +81,28 @@ impl Store {
         }
     }
 
+    /// A refusal kept by a legal hold is looked at again later: its index time moves so it is due
+    /// at `until` (it never crowds out the content behind it).
+    pub async fn postpone_violation(
+        &self,
+        user_id: &str,
+        sk: &str,
+        index_time: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), sk)))
+            .update_expression("SET exp_at = :t")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":t", n(index_time.timestamp()))
+            .send()
+            .await;
+        super::applied(result, "postponing a held violation")?;
+        Ok(())
+    }
+
     /// Removes one refusal (R1 expiry).
     pub async fn delete_violation(&self, user_id: &str, sk: &str) -> anyhow::Result<()> {
         use anyhow::Context;
