@@ -121,7 +121,7 @@ impl Blocklist {
                     let joined = term.concat();
                     words.windows(term.len()).any(|w| w == term.as_slice())
                         // `pipebomb`, `pipe-bomb` written as one word
-                        || (term.len() > 1 && words.iter().any(|w| *w == joined))
+                        || (term.len() > 1 && words.contains(&joined))
                         || spelled.iter().any(|s| s.contains(&joined))
                 }
                 Rule::Pattern(re) => re.is_match(&text),
