@@ -20,6 +20,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from werkzeug.serving import make_server
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import queries  # noqa: E402  (infra/moto/queries.py: moto 5.2.1 sorts the table per query)
 import sqs  # noqa: E402  (infra/moto/sqs.py: moto 5.2.1's whole-queue scans)
 import transactions  # noqa: E402  (infra/moto/transactions.py: moto 5.2.1's slow rollback)
 
@@ -81,11 +82,12 @@ def main():
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args()
-    # Speed fixes for moto 5.2.1 (infra/moto/transactions.py, infra/moto/sqs.py);
+    # Speed fixes for moto 5.2.1 (infra/moto/transactions.py, sqs.py, queries.py);
     # MOTO_SPEED_PATCHES=off runs moto as released, to measure the difference.
     if os.environ.get("MOTO_SPEED_PATCHES") != "off":
         transactions.install()
         sqs.install()
+        queries.install()
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(
         args.host, args.port, FixCompleteMultipartUpload(SerializeDynamoDB(app)), threaded=True

@@ -121,7 +121,8 @@ async fn main() -> anyhow::Result<()> {
         env,
         inherit_env: false,
         run_workers: true,
-        sweep_every: None,
+        // As infra/dev runs it: the sweep refunds jobs whose messages went to the DLQ.
+        sweep_every: Some(Duration::from_secs(10)),
         retry_delay_secs: 2,
         jwt_secret: "bench".into(),
     })
@@ -268,6 +269,7 @@ async fn main() -> anyhow::Result<()> {
     let mut finished = 0;
     let mut last_done = started.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(1800);
+    eprintln!("  waiting for the jobs to finish");
     while Instant::now() < deadline {
         let mut done = 0;
         for u in 0..users {
@@ -294,6 +296,10 @@ async fn main() -> anyhow::Result<()> {
         }
         finished = done;
         if finished >= ids.len() {
+            break;
+        }
+        if started.elapsed().as_secs_f64() - last_done > 120.0 {
+            println!("no job finished for 2 minutes; {} still open", ids.len() - finished);
             break;
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
