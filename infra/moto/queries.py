@@ -12,10 +12,8 @@ The candidates are now the queried partition only (a base-table query), or every
 The rest of moto's query (conditions, ordering, paging, filters, limits) runs unchanged.
 """
 
-import moto
+import pinned
 from moto.dynamodb.models.table import Table
-
-WRITTEN_FOR = "5.2.1"
 
 _query = Table.query
 
@@ -49,9 +47,5 @@ def query(self, hash_key, range_comparison, range_objs, limit, exclusive_start_k
 
 
 def install() -> None:
-    if moto.__version__ != WRITTEN_FOR:
-        raise SystemExit(
-            f"infra/moto/queries.py was written for moto {WRITTEN_FOR}, found "
-            f"{moto.__version__}: compare it with moto's Table.query, then update it"
-        )
+    pinned.require("queries.py", "Table.query")
     Table.query = query

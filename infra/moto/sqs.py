@@ -21,11 +21,9 @@ semantics (visibility, delays, retention, dead letters, FIFO deduplication) are 
 import threading
 import time
 
-import moto
+import pinned
 import moto.sqs.models as sqs_models
 from moto.sqs.models import Queue, SQSBackend
-
-WRITTEN_FOR = "5.2.1"
 
 _sending = threading.local()
 _full_attributes = Queue.attributes.fget
@@ -65,11 +63,7 @@ _original_unix_time_millis = sqs_models.unix_time_millis
 
 
 def install() -> None:
-    if moto.__version__ != WRITTEN_FOR:
-        raise SystemExit(
-            f"infra/moto/sqs.py was written for moto {WRITTEN_FOR}, found {moto.__version__}: "
-            "compare it with moto/sqs/models.py, then update it"
-        )
+    pinned.require("sqs.py", "moto/sqs/models.py")
     Queue.attributes = property(_attributes)
     SQSBackend.send_message = _send
     SQSBackend.is_message_valid_based_on_retention_period = _within_retention

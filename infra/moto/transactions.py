@@ -16,7 +16,7 @@ or nothing; DynamoDB requests are serialized by serve.py, so nothing else writes
 import copy
 from typing import Any
 
-import moto
+import pinned
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
     ConditionalCheckFailed,
@@ -28,8 +28,6 @@ from moto.dynamodb.exceptions import (
 )
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
-
-WRITTEN_FOR = "5.2.1"
 
 
 def _key_values(table, key: dict[str, Any]):
@@ -140,9 +138,5 @@ def transact_write_items(self, transact_items: list[dict[str, Any]]) -> None:
 
 
 def install() -> None:
-    if moto.__version__ != WRITTEN_FOR:
-        raise SystemExit(
-            f"infra/moto/transactions.py was written for moto {WRITTEN_FOR}, found "
-            f"{moto.__version__}: compare it with moto's transact_write_items, then update it"
-        )
+    pinned.require("transactions.py", "transact_write_items")
     DynamoDBBackend.transact_write_items = transact_write_items

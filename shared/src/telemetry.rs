@@ -3,30 +3,32 @@
 
 use tracing_subscriber::{fmt, EnvFilter};
 
-/// Installs the JSON subscriber once (later calls are no-ops, so tests may call it freely).
-pub fn init() {
+type JsonBuilder = fmt::SubscriberBuilder<
+    fmt::format::JsonFields,
+    fmt::format::Format<fmt::format::Json>,
+    EnvFilter,
+>;
+
+/// JSON lines with the current span's fields, filtered by `RUST_LOG` (`info` by default).
+fn json_subscriber() -> JsonBuilder {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = fmt()
+    fmt()
         .json()
         .with_env_filter(filter)
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
-        .try_init();
+}
+
+/// Installs the JSON subscriber once (later calls are no-ops, so tests may call it freely).
+pub fn init() {
+    let _ = json_subscriber().try_init();
 }
 
 /// Test runs: the same JSON lines, kept in memory (so tests can read what would be logged,
 /// [`captured`]) and printed too when `RUST_LOG` asks for them.
 pub fn init_for_tests() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_target(false)
-        .with_writer(|| Capture)
-        .try_init();
+    let _ = json_subscriber().with_writer(|| Capture).try_init();
 }
 
 static CAPTURED: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());

@@ -29,6 +29,15 @@ fn retry_after(resp: &reqwest::Response) -> u64 {
         .expect("a 429 carries Retry-After in seconds")
 }
 
+/// The violation records of the stack's table, as JSON.
+async fn violations(app: &TestApp) -> Vec<Value> {
+    app.scan_json()
+        .await
+        .into_iter()
+        .filter(|i| i["kind"] == "violation")
+        .collect()
+}
+
 async fn generations_count(app: &TestApp, user: &User) -> usize {
     app.get_json("/v1/generations?limit=100", user).await["items"]
         .as_array()
@@ -214,12 +223,7 @@ async fn s2_u5_blocklisted_prompts_are_refused_uncharged_and_repeats_suspend() {
         .unwrap()
         .iter()
         .all(|i| i["delete_at"].is_string()));
-    let records: Vec<Value> = app
-        .scan_json()
-        .await
-        .into_iter()
-        .filter(|i| i["kind"] == "violation")
-        .collect();
+    let records: Vec<Value> = violations(&app).await;
     assert_eq!(records.len(), 3);
     assert!(records
         .iter()
@@ -325,12 +329,7 @@ async fn s2_u5_the_moderation_endpoint_refuses_in_its_wire_format() {
     assert!(asked
         .iter()
         .all(|r| r["model"] == "omni-moderation-latest" && r["input"].is_string()));
-    let records: Vec<Value> = app
-        .scan_json()
-        .await
-        .into_iter()
-        .filter(|i| i["kind"] == "violation")
-        .collect();
+    let records: Vec<Value> = violations(&app).await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["source"], "moderation_endpoint");
     assert_eq!(records[0]["category"], "violence");
@@ -355,12 +354,7 @@ async fn u5_a_provider_refusal_counts_as_a_violation() {
     assert_eq!(job["status"], "failed");
     assert_eq!(job["failure"]["code"], "moderation_blocked");
     assert_eq!(app.balance(&user).await, before, "refunded");
-    let records: Vec<Value> = app
-        .scan_json()
-        .await
-        .into_iter()
-        .filter(|i| i["kind"] == "violation")
-        .collect();
+    let records: Vec<Value> = violations(&app).await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["source"], "image_provider");
     assert_eq!(records[0]["generation_id"], id.as_str());

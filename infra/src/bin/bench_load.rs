@@ -299,7 +299,10 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
         if started.elapsed().as_secs_f64() - last_done > 120.0 {
-            println!("no job finished for 2 minutes; {} still open", ids.len() - finished);
+            println!(
+                "no job finished for 2 minutes; {} still open",
+                ids.len() - finished
+            );
             break;
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
