@@ -63,6 +63,8 @@ def transact_write_items(self, transact_items: list[dict[str, Any]]) -> None:
     for item in transact_items:
         original_item = None
         if len(list(item.keys())) > 1:
+            # (moto leaves the writes before it applied; all or nothing here)
+            _restore(undo)
             raise TransactWriteSingleOpException
         try:
             op_type, op = next(iter(item.items()))

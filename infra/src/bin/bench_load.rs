@@ -9,7 +9,8 @@
 //! Prints the accepted requests per second for each tenth of the run, the jobs finished per
 //! second, the latency of one history read before and after, and the emulator's peak RSS
 //! (`VmHWM` of `MOTO_PID`, which `infra/bench-load` exports). Run it with
-//! `infra/bench-load [--requests 2000] [--users 10] [--concurrency 8] [--provider flaky|local]`.
+//! `infra/bench-load [--requests 2000] [--users 10] [--concurrency 8] [--provider flaky|local]
+//! [--wait 300]`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -96,6 +97,8 @@ async fn main() -> anyhow::Result<()> {
     let users: usize = arg("--users", "10").parse()?;
     let concurrency: usize = arg("--concurrency", "8").parse()?;
     let provider = arg("--provider", "flaky");
+    // How long to wait for the jobs after the last request (they finish at the worker's pace).
+    let wait_secs: u64 = arg("--wait", "300").parse()?;
     let endpoint = std::env::var("AWS_ENDPOINT_URL")
         .map_err(|_| anyhow::anyhow!("run through infra/bench-load"))?;
     let mut env = HashMap::from([
@@ -235,7 +238,8 @@ async fn main() -> anyhow::Result<()> {
         t.await?;
     }
     let submitted = started.elapsed().as_secs_f64();
-    let times = accepted_at.lock().unwrap().clone();
+    let mut times = accepted_at.lock().unwrap().clone();
+    times.sort_by(f64::total_cmp);
     println!(
         "accepted {} of {requests} in {submitted:.1} s ({} refused)",
         times.len(),
@@ -245,7 +249,11 @@ async fn main() -> anyhow::Result<()> {
     let tenth = (times.len() / 10).max(1);
     let mut previous = 0.0;
     for k in 0..10 {
-        let end = ((k + 1) * tenth).min(times.len());
+        let end = if k == 9 {
+            times.len()
+        } else {
+            ((k + 1) * tenth).min(times.len())
+        };
         if end == 0 || k * tenth >= times.len() {
             break;
         }
@@ -268,7 +276,7 @@ async fn main() -> anyhow::Result<()> {
         ids.iter().map(|(_, id)| id.clone()).collect();
     let mut finished = 0;
     let mut last_done = started.elapsed().as_secs_f64();
-    let deadline = Instant::now() + Duration::from_secs(1800);
+    let deadline = Instant::now() + Duration::from_secs(wait_secs);
     eprintln!("  waiting for the jobs to finish");
     while Instant::now() < deadline {
         let mut done = 0;
@@ -312,7 +320,7 @@ async fn main() -> anyhow::Result<()> {
     let first = rates.first().copied().unwrap_or(0.0);
     let last = rates.last().copied().unwrap_or(0.0);
     println!(
-        "jobs finished: {finished} of {} in {last_done:.1} s ({:.1} jobs/s)",
+        "jobs finished: {finished} of {} in {last_done:.1} s from the first request ({:.1} jobs/s)",
         ids.len(),
         finished as f64 / last_done.max(1e-6)
     );

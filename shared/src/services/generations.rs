@@ -174,12 +174,15 @@ pub async fn create(
     // slot and is not screened again.
     if let Some(key) = &idem_key {
         if let Some(record) = app.store.get_idempotency(user_id, key).await? {
-            let live = match &record.job_id {
-                Some(job) => app.store.get_job(user_id, job).await?.is_some(),
-                None => true,
-            };
+            // An expired record frees its key (the transaction treats it so too).
+            let expired = record.expires_at.is_some_and(|t| t < now.timestamp());
+            let live = !expired
+                && match &record.job_id {
+                    Some(job) => app.store.get_job(user_id, job).await?.is_some(),
+                    None => true,
+                };
             if live {
-                return replay(app, user_id, record, &hash).await;
+                return replay(app, user_id, record, &hash, now).await;
             }
         }
     }
@@ -236,6 +239,7 @@ pub async fn create(
                 status: 202,
                 body: response.to_string(),
                 job_id: None,
+                expires_at: None,
             }),
             references,
         })
@@ -280,7 +284,7 @@ pub async fn create(
                 ),
             });
         }
-        CreateOutcome::Existing(record) => return replay(app, user_id, record, &hash).await,
+        CreateOutcome::Existing(record) => return replay(app, user_id, record, &hash, now).await,
     }
 
     send_job(app, user_id, &job_id).await;
@@ -292,12 +296,14 @@ pub async fn create(
 /// The first response to an `Idempotency-Key`, for a retry with the same body (422 with another).
 /// A retry also finishes what the key names: a job still queued may have lost its message (the
 /// send failed, or the function stopped after the commit), so it is sent again; the worker
-/// claims a job once, so a duplicate changes nothing.
+/// claims a job once, so a duplicate changes nothing. A retry that sends takes a rate-limit
+/// slot; one that only answers does not.
 async fn replay(
     app: &App,
     user_id: &str,
     record: IdempotencyRecord,
     hash: &str,
+    now: DateTime<Utc>,
 ) -> Result<(u16, Value), ApiError> {
     if record.request_hash != hash {
         return Err(ApiError::client(
@@ -309,7 +315,13 @@ async fn replay(
     let body = serde_json::from_str(&record.body).map_err(|e| ApiError::Internal(e.into()))?;
     if let Some(existing) = &record.job_id {
         if let Some(job) = app.store.get_job(user_id, existing).await? {
-            if job.status == JobStatus::Queued {
+            // A re-send takes a generation slot (S2): repeating one keyed request cannot flood
+            // the queue; past the limit the replay still answers, without sending.
+            if job.status == JobStatus::Queued
+                && crate::limits::take_for_user(app, crate::limits::Action::Generate, user_id, now)
+                    .await
+                    .is_ok()
+            {
                 send_job(app, user_id, existing).await;
             }
         }

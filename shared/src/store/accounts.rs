@@ -37,7 +37,7 @@ pub struct Profile {
     pub billing_flag: Option<String>,
     /// When the account was last restored: moderation refusals before it no longer count
     /// towards an automatic suspension (U5).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing)]
     pub violations_counted_from: Option<String>,
 }
 

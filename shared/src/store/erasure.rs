@@ -108,27 +108,29 @@ impl Store {
                     Update::builder()
                         .table_name(&self.table)
                         .set_key(Some(key(user_pk(user_id), PROFILE)))
-                        // U5: refusals before a restore no longer count towards the next
-                        // automatic suspension.
-                        .update_expression(
+                        // U5: refusals before an admin's restore (the unconditional one) no
+                        // longer count towards the next automatic suspension; the automatic
+                        // restores (a dispute resolved, a report dismissed) reviewed none.
+                        .update_expression(if restore_only_if.is_some() {
+                            "REMOVE suspension_reason, suspended_at, suspended_by"
+                        } else {
                             "REMOVE suspension_reason, suspended_at, suspended_by \
-                             SET violations_counted_from = :now",
-                        )
+                             SET violations_counted_from = :now"
+                        })
                         .condition_expression(if restore_only_if.is_some() {
                             "attribute_exists(pk) AND attribute_not_exists(deleted_at) \
                              AND suspension_reason = :only"
                         } else {
                             "attribute_exists(pk) AND attribute_not_exists(deleted_at)"
                         })
-                        .set_expression_attribute_values(Some({
-                            let mut values = std::collections::HashMap::from([(
+                        .set_expression_attribute_values(Some(match restore_only_if {
+                            Some(r) => {
+                                std::collections::HashMap::from([(":only".to_string(), s(r))])
+                            }
+                            None => std::collections::HashMap::from([(
                                 ":now".to_string(),
                                 s(now.to_rfc3339()),
-                            )]);
-                            if let Some(r) = restore_only_if {
-                                values.insert(":only".to_string(), s(r));
-                            }
-                            values
+                            )]),
                         }))
                         .build()?,
                 )

@@ -33,6 +33,9 @@ pub struct IdempotencyRecord {
     pub body: String,
     /// The job the first request created (as read back).
     pub job_id: Option<String>,
+    /// When the record expires (seconds since the epoch; as read back): after it, the key is
+    /// free again.
+    pub expires_at: Option<i64>,
 }
 
 /// One try at creating a job.
@@ -374,6 +377,10 @@ impl Store {
                     status: get_n(i, "status_code")?,
                     body: get_s(i, "body")?.to_string(),
                     job_id: i.get("job_id").and_then(|v| v.as_s().ok()).cloned(),
+                    expires_at: i
+                        .get(keys::EXP_AT)
+                        .and_then(|v| v.as_n().ok())
+                        .and_then(|v| v.parse().ok()),
                 })
             })
             .transpose()
