@@ -91,13 +91,10 @@ pub fn check(
     let responses = &op["responses"];
     let status_key = status.to_string();
     let class_key = format!("{}XX", status / 100);
-    let mut response = ["status_key", "class_key", "default"]
-        .iter()
-        .map(|k| match *k {
-            "status_key" => &responses[&status_key],
-            "class_key" => &responses[&class_key],
-            _ => &responses["default"],
-        })
+    // The exact status, then its class (`4XX`), then `default`.
+    let mut response = [status_key.as_str(), class_key.as_str(), "default"]
+        .into_iter()
+        .map(|k| &responses[k])
         .find(|r| !r.is_null())
         .ok_or_else(|| format!("{method} {template}: status {status} is not documented"))?;
     // Follow a `$ref` to components/responses.
