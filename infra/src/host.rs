@@ -250,16 +250,18 @@ pub async fn invoke_http(app: &App, function: Function, event: &Value) -> Respon
         }
     };
     let result = match function {
-        Function::Account => account::handle(app, req).await,
-        Function::Generations => generations::handle(app, req).await,
-        Function::Public => public::handle(app, req).await,
-        Function::Admin => admin::handle(app, req).await,
-        Function::StripeWebhook => stripe_webhook::handle(app, req).await,
-        Function::Billing => billing::handle(app, req).await,
-        Function::Uploads => uploads::handle(app, req).await,
-        Function::Images => images::handle(app, req).await,
-        Function::Gallery => gallery::handle(app, req).await,
-        Function::Exports => exports::handle(app, req).await,
+        Function::Account => account::handle(&app.only(account::PORTS), req).await,
+        Function::Generations => generations::handle(&app.only(generations::PORTS), req).await,
+        Function::Public => public::handle(&app.only(public::PORTS), req).await,
+        Function::Admin => admin::handle(&app.only(admin::PORTS), req).await,
+        Function::StripeWebhook => {
+            stripe_webhook::handle(&app.only(stripe_webhook::PORTS), req).await
+        }
+        Function::Billing => billing::handle(&app.only(billing::PORTS), req).await,
+        Function::Uploads => uploads::handle(&app.only(uploads::PORTS), req).await,
+        Function::Images => images::handle(&app.only(images::PORTS), req).await,
+        Function::Gallery => gallery::handle(&app.only(gallery::PORTS), req).await,
+        Function::Exports => exports::handle(&app.only(exports::PORTS), req).await,
     };
     match result {
         Ok(resp) => to_axum(resp),

@@ -15,13 +15,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use shared::{App, Config};
+use shared::app::{ports, Settings};
+use shared::App;
 
 pub use resources::Resources;
 
 /// The SDK configuration for the emulator: fixed region and dummy credentials.
 pub async fn local_sdk_config(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(shared::net::sdk_http_client())
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
@@ -129,14 +131,15 @@ pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
     } else {
         None
     };
-    let config = Config::from_lookup(|name| {
+    // Every port: the host serves each function with only its own (`App::only`).
+    let settings = Settings::from_lookup(ports::ALL, &|name| {
         opts.env
             .get(name)
             .cloned()
             .or_else(|| provisioned.get(name).cloned())
             .or_else(|| setting(name))
     })?;
-    let app = Arc::new(App::new(config, &sdk)?.with_secrets(&sdk).await?);
+    let app = Arc::new(App::wire::<{ ports::ALL }>(settings, &sdk));
     let jwt = jwt::DevJwt::new(opts.jwt_secret.as_bytes());
     let router = host::router(Arc::new(host::Host {
         app: app.clone(),

@@ -59,7 +59,7 @@ imagegen dev host on {base}  (provider: {provider}; sweep every {sweep_secs}s)
             .as_ref()
             .map(|s| format!("local Stripe stand-in on {}", s.base_url))
             .unwrap_or_else(|| "Stripe".into()),
-        provider = stack.app.provider.name(),
+        provider = stack.app.provider().name(),
         table = stack.resources.table_name,
         bucket = stack.resources.bucket_name,
         queue = stack.resources.queue_url,

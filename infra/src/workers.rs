@@ -88,10 +88,18 @@ pub async fn deliver_once(
     let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))?;
     let response = match q.worker {
         Worker::Generate => {
-            generate::handle(app, LambdaEvent::new(event, lambda_context("generate"))).await
+            generate::handle(
+                &app.only(generate::PORTS),
+                LambdaEvent::new(event, lambda_context("generate")),
+            )
+            .await
         }
         Worker::Export => {
-            export::handle(app, LambdaEvent::new(event, lambda_context("export"))).await
+            export::handle(
+                &app.only(export::PORTS),
+                LambdaEvent::new(event, lambda_context("export")),
+            )
+            .await
         }
     }
     .map_err(|e| anyhow::anyhow!("worker handler failed: {e}"))?;
@@ -158,7 +166,7 @@ pub fn scheduled_event(rule: &str) -> Value {
 /// Runs the sweep once, as its schedule would.
 pub async fn sweep_once(app: &App) -> anyhow::Result<shared::services::sweep::SweepReport> {
     retention_sweep::handle(
-        app,
+        &app.only(retention_sweep::PORTS),
         LambdaEvent::new(
             scheduled_event("retention-sweep"),
             lambda_context("retention-sweep"),

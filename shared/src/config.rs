@@ -37,13 +37,94 @@ pub enum ProviderConfig {
     },
 }
 
-/// Prompt moderation (S2, U5): the blocklist, the moderation endpoint, and when repeated
-/// refusals suspend an account.
+/// What prompts are screened with (S2, U5), the settings of the moderation port: the blocklist
+/// and the moderation endpoint. Read only by functions that screen prompts.
 #[derive(Debug, Clone)]
-pub struct ModerationConfig {
+pub struct ModerationSettings {
     pub blocklist: crate::moderation::Blocklist,
     /// OpenAI's moderation endpoint (`MODERATION_PROVIDER=openai`): base URL, key, model.
     pub endpoint: Option<(String, Secret, String)>,
+}
+
+/// Reads one setting: trimmed, and absent when empty.
+pub fn setting(lookup: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    lookup(name)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Reads a setting that must be there.
+pub fn required(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<String, ConfigError> {
+    setting(lookup, name).ok_or(ConfigError::Missing(name))
+}
+
+impl ProviderConfig {
+    /// `IMAGE_PROVIDER` (`local` by default) and, for `openai`, `OPENAI_BASE_URL`,
+    /// `OPENAI_MODEL` and the required `OPENAI_API_KEY`.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| setting(lookup, name);
+        Ok(match get("IMAGE_PROVIDER").as_deref().unwrap_or("local") {
+            "local" => ProviderConfig::Local,
+            "openai" => ProviderConfig::OpenAi {
+                base_url: get("OPENAI_BASE_URL")
+                    .unwrap_or_else(|| "https://api.openai.com".to_string())
+                    .trim_end_matches('/')
+                    .to_string(),
+                model: get("OPENAI_MODEL").unwrap_or_else(|| "gpt-image-1".to_string()),
+                api_key: Secret::new(required(lookup, "OPENAI_API_KEY")?),
+            },
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "IMAGE_PROVIDER",
+                    reason: format!("{other:?} is not one of \"local\", \"openai\""),
+                })
+            }
+        })
+    }
+}
+
+impl ModerationSettings {
+    /// `MODERATION_BLOCKLIST` (a default list otherwise) and `MODERATION_PROVIDER` (`none` by
+    /// default; `openai` requires `OPENAI_API_KEY`).
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| setting(lookup, name);
+        Ok(Self {
+            blocklist: crate::moderation::Blocklist::parse(
+                get("MODERATION_BLOCKLIST")
+                    .as_deref()
+                    .unwrap_or(crate::moderation::DEFAULT_BLOCKLIST),
+            )
+            .map_err(|reason| ConfigError::Invalid {
+                name: "MODERATION_BLOCKLIST",
+                reason,
+            })?,
+            endpoint: match get("MODERATION_PROVIDER").as_deref().unwrap_or("none") {
+                "none" => None,
+                "openai" => Some((
+                    get("OPENAI_BASE_URL")
+                        .unwrap_or_else(|| "https://api.openai.com".to_string())
+                        .trim_end_matches('/')
+                        .to_string(),
+                    Secret::new(required(lookup, "OPENAI_API_KEY")?),
+                    get("MODERATION_MODEL").unwrap_or_else(|| "omni-moderation-latest".into()),
+                )),
+                other => {
+                    return Err(ConfigError::Invalid {
+                        name: "MODERATION_PROVIDER",
+                        reason: format!("{other:?} is not one of \"none\", \"openai\""),
+                    })
+                }
+            },
+        })
+    }
+}
+
+/// When repeated refusals suspend an account (S2, U5).
+#[derive(Debug, Clone)]
+pub struct ModerationConfig {
     /// This many refusals (`VIOLATION_THRESHOLD`, default 3) ...
     pub violation_threshold: u32,
     /// ... within this window (`VIOLATION_WINDOW_HOURS`, default 24) suspend the account.
@@ -58,17 +139,15 @@ pub const MAX_BACKUP_RECOVERY_DAYS: u32 = 29;
 /// Billing records and admin records are kept this long (R4).
 pub const DEFAULT_LEGAL_RETENTION_YEARS: u32 = 6;
 
+/// The settings every function reads: the table and the product's rules, each with a default.
+/// What only some functions use (the bucket, the queues, the bus, the image provider, the
+/// moderation endpoint) is read by the port that uses it (`crate::app::Settings`).
 #[derive(Debug, Clone)]
 pub struct Config {
     pub table_name: String,
-    pub bucket_name: String,
-    pub generation_queue_url: String,
-    pub generation_dlq_url: String,
-    pub event_bus_name: String,
     pub retention: RetentionPolicy,
     /// Credits granted once when an account is onboarded.
     pub signup_credits: u64,
-    pub provider: ProviderConfig,
     /// Timeout of one provider call.
     pub provider_timeout: Duration,
     /// Retries of a provider call on transient errors, within one delivery.
@@ -195,24 +274,6 @@ impl Config {
             })?,
         };
 
-        let provider = match get("IMAGE_PROVIDER").as_deref().unwrap_or("local") {
-            "local" => ProviderConfig::Local,
-            "openai" => ProviderConfig::OpenAi {
-                base_url: get("OPENAI_BASE_URL")
-                    .unwrap_or_else(|| "https://api.openai.com".to_string())
-                    .trim_end_matches('/')
-                    .to_string(),
-                model: get("OPENAI_MODEL").unwrap_or_else(|| "gpt-image-1".to_string()),
-                api_key: Secret::new(required("OPENAI_API_KEY")?),
-            },
-            other => {
-                return Err(ConfigError::Invalid {
-                    name: "IMAGE_PROVIDER",
-                    reason: format!("{other:?} is not one of \"local\", \"openai\""),
-                })
-            }
-        };
-
         let child_reports_per_day = ranged("CHILD_REPORTS_PER_DAY", 5, 1..=100)?;
         let rate_limits =
             crate::limits::RateLimits::parse(get("RATE_LIMITS").as_deref(), child_reports_per_day)
@@ -222,32 +283,6 @@ impl Config {
                 })?;
 
         let moderation = ModerationConfig {
-            blocklist: crate::moderation::Blocklist::parse(
-                get("MODERATION_BLOCKLIST")
-                    .as_deref()
-                    .unwrap_or(crate::moderation::DEFAULT_BLOCKLIST),
-            )
-            .map_err(|reason| ConfigError::Invalid {
-                name: "MODERATION_BLOCKLIST",
-                reason,
-            })?,
-            endpoint: match get("MODERATION_PROVIDER").as_deref().unwrap_or("none") {
-                "none" => None,
-                "openai" => Some((
-                    get("OPENAI_BASE_URL")
-                        .unwrap_or_else(|| "https://api.openai.com".to_string())
-                        .trim_end_matches('/')
-                        .to_string(),
-                    Secret::new(required("OPENAI_API_KEY")?),
-                    get("MODERATION_MODEL").unwrap_or_else(|| "omni-moderation-latest".into()),
-                )),
-                other => {
-                    return Err(ConfigError::Invalid {
-                        name: "MODERATION_PROVIDER",
-                        reason: format!("{other:?} is not one of \"none\", \"openai\""),
-                    })
-                }
-            },
             violation_threshold: ranged("VIOLATION_THRESHOLD", 3, 1..=1000)?,
             violation_window: Duration::from_secs(
                 u64::from(ranged("VIOLATION_WINDOW_HOURS", 24, 1..=24 * 90)?) * 3600,
@@ -256,13 +291,8 @@ impl Config {
 
         Ok(Self {
             table_name: required("TABLE_NAME")?,
-            bucket_name: required("BUCKET_NAME")?,
-            generation_queue_url: required("GENERATION_QUEUE_URL")?,
-            generation_dlq_url: required("GENERATION_DLQ_URL")?,
-            event_bus_name: required("EVENT_BUS_NAME")?,
             retention,
             signup_credits: number("SIGNUP_CREDITS", 10)?,
-            provider,
             provider_timeout: Duration::from_secs(number("PROVIDER_TIMEOUT_SECS", 60)?),
             provider_max_retries: number("PROVIDER_MAX_RETRIES", 2)? as u32,
             job_lease: Duration::from_secs(number("JOB_LEASE_SECS", 600)?),
@@ -315,21 +345,15 @@ mod tests {
     use std::collections::HashMap;
 
     fn base() -> HashMap<&'static str, &'static str> {
-        HashMap::from([
-            ("TABLE_NAME", "t"),
-            ("BUCKET_NAME", "b"),
-            ("GENERATION_QUEUE_URL", "q"),
-            ("GENERATION_DLQ_URL", "d"),
-            ("EVENT_BUS_NAME", "e"),
-        ])
+        HashMap::from([("TABLE_NAME", "t")])
     }
 
     #[test]
     fn missing_variable_is_named() {
         let mut env = base();
-        env.remove("BUCKET_NAME");
+        env.remove("TABLE_NAME");
         let err = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err();
-        assert_eq!(err, ConfigError::Missing("BUCKET_NAME"));
+        assert_eq!(err, ConfigError::Missing("TABLE_NAME"));
     }
 
     #[test]
@@ -337,7 +361,10 @@ mod tests {
         let mut env = base();
         env.insert("IMAGE_PROVIDER", "openai");
         env.insert("OPENAI_API_KEY", "sk-very-secret");
-        let cfg = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        let lookup = |k: &str| env.get(k).map(|v| v.to_string());
+        let cfg = Config::from_lookup(lookup).unwrap();
+        let provider = ProviderConfig::from_lookup(&lookup).unwrap();
+        assert!(!format!("{provider:?}").contains("sk-very-secret"));
         assert_eq!(cfg.signup_credits, 10);
         assert_eq!(cfg.retention.content_days(), Some(14));
         assert_eq!(cfg.backup_recovery_days, DEFAULT_BACKUP_RECOVERY_DAYS);
@@ -363,7 +390,7 @@ mod tests {
     fn unknown_provider_is_rejected() {
         let mut env = base();
         env.insert("IMAGE_PROVIDER", "dalle-by-hand");
-        let err = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err();
+        let err = ProviderConfig::from_lookup(&|k| env.get(k).map(|v| v.to_string())).unwrap_err();
         assert!(matches!(
             err,
             ConfigError::Invalid {

@@ -8,6 +8,13 @@ use serde_json::Value;
 
 pub const SOURCE: &str = "imagegen";
 
+/// The events port.
+#[async_trait::async_trait]
+pub trait Events: Send + Sync {
+    /// Publishes one event (`detail_type` such as `generation.completed`).
+    async fn publish(&self, detail_type: &str, detail: &Value) -> anyhow::Result<()>;
+}
+
 #[derive(Clone)]
 pub struct EventBus {
     client: Client,
@@ -21,9 +28,11 @@ impl EventBus {
             bus: bus.into(),
         }
     }
+}
 
-    /// Publishes one event (`detail_type` such as `generation.completed`).
-    pub async fn publish(&self, detail_type: &str, detail: &Value) -> anyhow::Result<()> {
+#[async_trait::async_trait]
+impl Events for EventBus {
+    async fn publish(&self, detail_type: &str, detail: &Value) -> anyhow::Result<()> {
         let out = self
             .client
             .put_events()

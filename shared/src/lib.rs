@@ -11,6 +11,7 @@ pub mod http;
 pub mod identity;
 pub mod limits;
 pub mod moderation;
+pub mod net;
 pub mod objects;
 pub mod openapi;
 pub mod payments;

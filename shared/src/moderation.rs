@@ -217,7 +217,8 @@ fn tokens(text: &str, one: char) -> (Vec<String>, Vec<String>) {
 
 /// OpenAI's moderation endpoint, in its wire format.
 pub struct OpenAiModeration {
-    http: reqwest::Client,
+    /// Each call's limit (the process's one HTTPS client is shared; see `crate::net`).
+    timeout: Duration,
     base_url: String,
     api_key: Secret,
     model: String,
@@ -244,13 +245,8 @@ struct ModerationResult {
 impl OpenAiModeration {
     pub fn new(base_url: &str, api_key: Secret, model: &str, timeout: Duration) -> Self {
         Self {
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(Duration::from_secs(5))
-                // The configured endpoint answers itself; a redirect is not followed anywhere.
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("a reqwest client builds"),
+            // The shared client follows no redirect: the configured endpoint answers itself.
+            timeout,
             base_url: base_url.trim_end_matches('/').to_string(),
             api_key,
             model: model.to_string(),
@@ -261,9 +257,9 @@ impl OpenAiModeration {
 #[async_trait::async_trait]
 impl Moderator for OpenAiModeration {
     async fn check(&self, prompt: &str) -> Result<Option<Refusal>, ModerationError> {
-        let resp = self
-            .http
+        let resp = crate::net::https()
             .post(format!("{}/v1/moderations", self.base_url))
+            .timeout(self.timeout)
             .bearer_auth(self.api_key.expose())
             .json(&ModerationRequest {
                 model: &self.model,

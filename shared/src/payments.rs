@@ -257,3 +257,80 @@ impl Payments for Stripe {
             .collect())
     }
 }
+
+/// Stripe with its secret key read from SSM on first use, not at init: a function's first
+/// event that does not pay pays nothing for it, and a failed read is tried again on the next
+/// call (it answers `Unavailable` meanwhile) instead of leaving the sandbox without billing.
+pub struct LazyStripe {
+    sdk: aws_config::SdkConfig,
+    param: String,
+    api_base: Option<String>,
+    stripe: tokio::sync::OnceCell<Stripe>,
+}
+
+impl LazyStripe {
+    pub fn new(sdk: &aws_config::SdkConfig, param: &str, api_base: Option<&str>) -> Self {
+        Self {
+            sdk: sdk.clone(),
+            param: param.to_string(),
+            api_base: api_base.map(str::to_string),
+            stripe: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn get(&self) -> Result<&Stripe> {
+        self.stripe
+            .get_or_try_init(|| async {
+                let key = crate::secrets::read_list(&self.sdk, &self.param).await?;
+                Stripe::new(key[0].expose(), self.api_base.as_deref())
+            })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = ?e, "the Stripe key could not be read");
+                PaymentsError::Unavailable("the Stripe key could not be read".into())
+            })
+    }
+}
+
+#[async_trait::async_trait]
+impl Payments for LazyStripe {
+    async fn create_customer(&self, user_id: &str, email: Option<&str>) -> Result<String> {
+        self.get().await?.create_customer(user_id, email).await
+    }
+
+    async fn delete_customer(&self, customer: &str) -> Result<()> {
+        self.get().await?.delete_customer(customer).await
+    }
+
+    async fn checkout_url(
+        &self,
+        customer: &str,
+        user_id: &str,
+        item: &CatalogItem,
+        purchase: Purchase,
+        success_url: &str,
+        cancel_url: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<CheckoutSession> {
+        self.get()
+            .await?
+            .checkout_url(
+                customer,
+                user_id,
+                item,
+                purchase,
+                success_url,
+                cancel_url,
+                idempotency_key,
+            )
+            .await
+    }
+
+    async fn portal_url(&self, customer: &str, return_url: &str) -> Result<String> {
+        self.get().await?.portal_url(customer, return_url).await
+    }
+
+    async fn invoices(&self, customer: &str) -> Result<Vec<InvoiceView>> {
+        self.get().await?.invoices(customer).await
+    }
+}

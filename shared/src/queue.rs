@@ -1,15 +1,30 @@
-//! The SQS adapter: the generation queue and its dead-letter queue.
+//! The queue port and its SQS adapter: the generation queue, its dead-letter queue and the
+//! export queue. A function is given the queues it uses (`crate::app::ports`); using another is
+//! an error naming it.
 
 use anyhow::Context;
 use aws_sdk_sqs::Client;
 
 use crate::domain::generation::JobMessage;
 
+#[async_trait::async_trait]
+pub trait Queue: Send + Sync {
+    /// Sends a job to the generation queue.
+    async fn enqueue(&self, msg: &JobMessage) -> anyhow::Result<()>;
+    /// Sends a JSON message to another queue of the service (the export queue).
+    async fn send_to(&self, url: &str, body: &serde_json::Value) -> anyhow::Result<()>;
+    /// Up to ten dead-lettered messages (no long poll: the sweep must not wait).
+    async fn receive_dead_letters(&self) -> anyhow::Result<Vec<DeadLetter>>;
+    async fn delete_dead_letter(&self, receipt_handle: &str) -> anyhow::Result<()>;
+    /// Reaches the generation queue (health).
+    async fn ping(&self) -> anyhow::Result<()>;
+}
+
 #[derive(Clone)]
 pub struct JobQueue {
     client: Client,
-    queue_url: String,
-    dlq_url: String,
+    queue_url: Option<String>,
+    dlq_url: Option<String>,
 }
 
 /// A message read from the dead-letter queue.
@@ -19,18 +34,34 @@ pub struct DeadLetter {
 }
 
 impl JobQueue {
-    pub fn new(client: Client, queue_url: impl Into<String>, dlq_url: impl Into<String>) -> Self {
+    /// The SQS adapter, with the generation queue and the dead-letter queue when given.
+    pub fn new(client: Client, queue_url: Option<String>, dlq_url: Option<String>) -> Self {
         Self {
             client,
-            queue_url: queue_url.into(),
-            dlq_url: dlq_url.into(),
+            queue_url,
+            dlq_url,
         }
     }
 
-    pub async fn enqueue(&self, msg: &JobMessage) -> anyhow::Result<()> {
+    fn queue_url(&self) -> anyhow::Result<&str> {
+        self.queue_url
+            .as_deref()
+            .context("this function has no generation queue (GENERATION_QUEUE_URL)")
+    }
+
+    fn dlq_url(&self) -> anyhow::Result<&str> {
+        self.dlq_url
+            .as_deref()
+            .context("this function has no dead-letter queue (GENERATION_DLQ_URL)")
+    }
+}
+
+#[async_trait::async_trait]
+impl Queue for JobQueue {
+    async fn enqueue(&self, msg: &JobMessage) -> anyhow::Result<()> {
         self.client
             .send_message()
-            .queue_url(&self.queue_url)
+            .queue_url(self.queue_url()?)
             .message_body(serde_json::to_string(msg)?)
             .send()
             .await
@@ -38,8 +69,7 @@ impl JobQueue {
         Ok(())
     }
 
-    /// Sends a JSON message to another queue of the service (the export queue).
-    pub async fn send_to(&self, url: &str, body: &impl serde::Serialize) -> anyhow::Result<()> {
+    async fn send_to(&self, url: &str, body: &serde_json::Value) -> anyhow::Result<()> {
         self.client
             .send_message()
             .queue_url(url)
@@ -50,12 +80,11 @@ impl JobQueue {
         Ok(())
     }
 
-    /// Up to ten dead-lettered messages (no long poll: the sweep must not wait).
-    pub async fn receive_dead_letters(&self) -> anyhow::Result<Vec<DeadLetter>> {
+    async fn receive_dead_letters(&self) -> anyhow::Result<Vec<DeadLetter>> {
         let out = self
             .client
             .receive_message()
-            .queue_url(&self.dlq_url)
+            .queue_url(self.dlq_url()?)
             .max_number_of_messages(10)
             .wait_time_seconds(0)
             .visibility_timeout(60)
@@ -74,10 +103,10 @@ impl JobQueue {
             .collect())
     }
 
-    pub async fn delete_dead_letter(&self, receipt_handle: &str) -> anyhow::Result<()> {
+    async fn delete_dead_letter(&self, receipt_handle: &str) -> anyhow::Result<()> {
         self.client
             .delete_message()
-            .queue_url(&self.dlq_url)
+            .queue_url(self.dlq_url()?)
             .receipt_handle(receipt_handle)
             .send()
             .await
@@ -85,10 +114,10 @@ impl JobQueue {
         Ok(())
     }
 
-    pub async fn ping(&self) -> anyhow::Result<()> {
+    async fn ping(&self) -> anyhow::Result<()> {
         self.client
             .get_queue_attributes()
-            .queue_url(&self.queue_url)
+            .queue_url(self.queue_url()?)
             .send()
             .await
             .context("reaching the generation queue")?;

@@ -28,3 +28,27 @@ pub async fn read_list(sdk: &SdkConfig, name: &str) -> anyhow::Result<Vec<Secret
     anyhow::ensure!(!secrets.is_empty(), "the secret parameter {name} is empty");
     Ok(secrets)
 }
+
+/// A list of secrets read from SSM on first use (and again after a failed read), not at init.
+pub struct LazySecrets {
+    sdk: SdkConfig,
+    param: String,
+    secrets: tokio::sync::OnceCell<Vec<Secret>>,
+}
+
+impl LazySecrets {
+    pub fn new(sdk: &SdkConfig, param: &str) -> Self {
+        Self {
+            sdk: sdk.clone(),
+            param: param.to_string(),
+            secrets: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub async fn get(&self) -> anyhow::Result<&[Secret]> {
+        self.secrets
+            .get_or_try_init(|| read_list(&self.sdk, &self.param))
+            .await
+            .map(Vec::as_slice)
+    }
+}

@@ -65,7 +65,7 @@ async fn d1_access_lists_every_kind_held_with_its_deletion_dates() {
             .unwrap();
         let id = upload["id"].as_str().unwrap().to_string();
         app.app()
-            .objects
+            .objects()
             .put(
                 &format!("users/{}/uploads/{id}/original", user.sub),
                 png,

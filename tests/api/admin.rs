@@ -63,7 +63,7 @@ async fn r5_held_content_survives_deletion_and_expiry_until_the_hold_is_lifted()
     assert_eq!(hold["in_force"], true);
     let key = &app.objects_of(&user, &expiring).await[0];
     assert!(
-        app.app().objects.tags(key).await.unwrap().is_empty(),
+        app.app().objects().tags(key).await.unwrap().is_empty(),
         "no backstop tag while held"
     );
 
@@ -118,7 +118,7 @@ async fn r5_held_content_survives_deletion_and_expiry_until_the_hold_is_lifted()
         )
         .await;
     assert_eq!(lift.status(), 204);
-    assert_eq!(app.app().objects.tags(key).await.unwrap().len(), 1);
+    assert_eq!(app.app().objects().tags(key).await.unwrap().len(), 1);
     let report = app.sweep_at(later).await;
     assert_eq!(report.errors, 0);
     assert_eq!(report.deletions_completed, 2, "{report:?}");
@@ -513,7 +513,7 @@ async fn r5_hold_on_one_generation_holds_the_account_deletion() {
     // Stored after the hold was placed: no backstop tag.
     app.drain().await;
     let key = &app.objects_of(&user, &held).await[0];
-    assert!(app.app().objects.tags(key).await.unwrap().is_empty());
+    assert!(app.app().objects().tags(key).await.unwrap().is_empty());
     let resp = app.delete_account(&user).await;
     assert_eq!(resp.status(), 202);
     let report = app.sweep_at(Utc::now()).await;

@@ -69,7 +69,7 @@ async fn u2_webhook_signatures_are_verified_as_stripe_signs_them() {
     );
     let body = event.to_string();
     let t = Utc::now().timestamp();
-    let secret = app.webhook_secret();
+    let secret = app.webhook_secret().await;
     let good = shared::domain::billing::sign(&secret, t, body.as_bytes());
     let wrong = shared::domain::billing::sign("whsec_wrong", t, body.as_bytes());
     let stale_t = t - 301;
@@ -1009,10 +1009,9 @@ async fn suspended_accounts_cannot_buy_and_unconfigured_billing_is_503() {
     assert_eq!(problem_code(resp, 403).await, "account_suspended");
 
     let other = app.onboarded_user().await;
-    let unconfigured = shared::App {
-        payments: None,
-        ..app.app().clone()
-    };
+    let unconfigured = app
+        .app()
+        .only(shared::app::ports::ALL & !shared::app::ports::PAYMENTS);
     let err = shared::services::billing_account::checkout(
         &unconfigured,
         &caller(&other),

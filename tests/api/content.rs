@@ -83,7 +83,7 @@ impl TestApp {
     /// The objects stored for one upload.
     async fn upload_objects(&self, user: &User, id: &str) -> Vec<String> {
         self.app()
-            .objects
+            .objects()
             .list(&shared::objects::upload_prefix(&user.sub, id))
             .await
             .unwrap()
@@ -320,7 +320,7 @@ async fn s1_upload_form_is_signed_for_one_key_type_and_size() {
         keys,
         vec![format!("users/{}/uploads/{id}/reference.png", user.sub)]
     );
-    let kept = app.app().objects.get(&keys[0]).await.unwrap().unwrap();
+    let kept = app.app().objects().get(&keys[0]).await.unwrap().unwrap();
     let chunks = chunk_types(&kept);
     assert!(
         !chunks
@@ -396,7 +396,7 @@ async fn s1_uploads_that_lie_are_rejected_with_a_reason_and_nothing_remains() {
         // Sent straight to the key, as a client ignoring the policy would (the emulator does
         // not enforce it).
         app.app()
-            .objects
+            .objects()
             .put(
                 &format!("users/{}/uploads/{id}/original", user.sub),
                 bytes,
@@ -607,7 +607,7 @@ async fn u1_generation_with_references_reaches_the_provider_reencoded_and_change
         .unwrap();
     let stored = app
         .app()
-        .objects
+        .objects()
         .get(&shared::services::uploads::reference_key(
             &user.sub, &reference,
         ))
@@ -933,7 +933,7 @@ async fn g2_copy_protected_images_give_others_only_a_watermarked_preview() {
 
     // Protection lifted while public: the preview gives way to a copy of the original, and
     // goes; unpublished: that copy goes too.
-    let public_copies = || async { app.app().objects.list("public/").await.unwrap() };
+    let public_copies = || async { app.app().objects().list("public/").await.unwrap() };
     let preview_key = shown_url
         .split("/public/")
         .nth(1)
@@ -1088,7 +1088,7 @@ async fn r5_a_hold_keeps_an_expired_upload_until_it_is_lifted() {
     );
     let prefix = shared::objects::upload_prefix(&user.sub, &id);
     assert_eq!(
-        app.app().objects.list(&prefix).await.unwrap().len(),
+        app.app().objects().list(&prefix).await.unwrap().len(),
         1,
         "held"
     );
@@ -1101,7 +1101,7 @@ async fn r5_a_hold_keeps_an_expired_upload_until_it_is_lifted() {
         204
     );
     app.sweep_at(later).await;
-    assert!(app.app().objects.list(&prefix).await.unwrap().is_empty());
+    assert!(app.app().objects().list(&prefix).await.unwrap().is_empty());
     assert!(app
         .app()
         .store

@@ -101,7 +101,7 @@ async fn r3_images_of_a_job_deleted_while_running_are_never_orphaned() {
     // The worker, unaware, stores an image after the delete ran.
     let key = format!("users/{}/generations/{id}/0.png", user.sub);
     app.app()
-        .objects
+        .objects()
         .put(&key, vec![1, 2, 3], "image/png", true)
         .await
         .unwrap();
@@ -131,12 +131,8 @@ async fn r1_shortening_the_retention_reaches_content_already_stored() {
     assert!(app.job(&user, &id).await["delete_at"].is_null());
 
     // The operator sets 14 days: the same table, the same items, a new configuration.
-    let mut config = app.app().config.clone();
-    config.retention = shared::domain::retention::RetentionPolicy::parse("14").unwrap();
-    let shorter = shared::App {
-        config,
-        ..app.app().clone()
-    };
+    let mut shorter = app.app().clone();
+    shorter.config.retention = shared::domain::retention::RetentionPolicy::parse("14").unwrap();
     let report = shared::services::sweep::run(&shorter, in_a_month)
         .await
         .unwrap();
@@ -194,7 +190,7 @@ async fn r1_content_objects_are_tagged_for_the_lifecycle_backstop() {
     let id = app.create(&user, gen_body("tagged")).await;
     app.drain().await;
     let key = &app.objects_of(&user, &id).await[0];
-    let tags = app.app().objects.tags(key).await.unwrap();
+    let tags = app.app().objects().tags(key).await.unwrap();
     assert_eq!(tags, vec![("backstop".to_string(), "on".to_string())]);
 }
 

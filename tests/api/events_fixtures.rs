@@ -129,7 +129,7 @@ async fn every_sample_event_runs_through_its_handler() {
     let t = chrono::Utc::now().timestamp();
     stripe["headers"]["stripe-signature"] = json!(format!(
         "t={t},v1={}",
-        shared::domain::billing::sign(&app.webhook_secret(), t, &raw)
+        shared::domain::billing::sign(&app.webhook_secret().await, t, &raw)
     ));
     for outcome in ["applied", "duplicate"] {
         let (status, body) = send(&app, name, &stripe.to_string()).await;

@@ -65,7 +65,7 @@ async fn d4_the_export_is_a_standard_zip_with_every_record_kind_and_original_and
         .unwrap();
     let upload_id = upload["id"].as_str().unwrap().to_string();
     app.app()
-        .objects
+        .objects()
         .put(
             &format!("users/{}/uploads/{upload_id}/original", user.sub),
             png(),
@@ -228,7 +228,7 @@ async fn r7_an_export_is_deleted_after_7_days_and_with_the_account() {
     let export = app.ready_export(&user).await;
     let id = export["id"].as_str().unwrap().to_string();
     let archive = shared::services::exports::archive_key(&user.sub, &id);
-    assert!(app.app().objects.size(&archive).await.unwrap().is_some());
+    assert!(app.app().objects().size(&archive).await.unwrap().is_some());
 
     let report = app.sweep_at(Utc::now() + Duration::days(6)).await;
     assert_eq!(report.exports_expired, 0);
@@ -244,7 +244,7 @@ async fn r7_an_export_is_deleted_after_7_days_and_with_the_account() {
         app.get(&format!("/v1/exports/{id}"), &user).await.status(),
         404
     );
-    assert!(app.app().objects.size(&archive).await.unwrap().is_none());
+    assert!(app.app().objects().size(&archive).await.unwrap().is_none());
     assert!(app
         .app()
         .store
@@ -258,7 +258,7 @@ async fn r7_an_export_is_deleted_after_7_days_and_with_the_account() {
     let archive = shared::services::exports::archive_key(&user.sub, export["id"].as_str().unwrap());
     assert_eq!(app.delete_account(&user).await.status(), 202);
     app.sweep_at(Utc::now()).await;
-    assert!(app.app().objects.size(&archive).await.unwrap().is_none());
+    assert!(app.app().objects().size(&archive).await.unwrap().is_none());
 }
 
 /// A part upload that fails mid-export: the worker returns at once (the archive writer is not
@@ -299,7 +299,7 @@ async fn a_failed_upload_aborts_the_export_and_the_last_delivery_frees_the_user(
     let err = outcome.expect_err("the export failed");
     assert!(format!("{err:#}").contains("injected fault"), "{err:#}");
     let archive = shared::services::exports::archive_key(&user.sub, &id);
-    assert!(app.app().objects.size(&archive).await.unwrap().is_none());
+    assert!(app.app().objects().size(&archive).await.unwrap().is_none());
     assert_eq!(
         problem_code(app.request_export(&user).await, 409).await,
         "export_in_progress"

@@ -59,7 +59,7 @@ async fn g4_s1_whole_flow_onboard_generate_download() {
     );
     let keys = app
         .app()
-        .objects
+        .objects()
         .list(&format!("users/{}/generations/{id}/", user.sub))
         .await
         .unwrap();

@@ -583,7 +583,7 @@ impl TestApp {
     /// The keys stored for one generation.
     pub async fn objects_of(&self, user: &User, id: &str) -> Vec<String> {
         self.app()
-            .objects
+            .objects()
             .list(&shared::objects::generation_prefix(&user.sub, id))
             .await
             .unwrap()
@@ -737,13 +737,13 @@ impl TestApp {
 
     /// Every object key of this test's bucket.
     pub async fn all_objects(&self) -> Vec<String> {
-        self.app().objects.list("").await.unwrap()
+        self.app().objects().list("").await.unwrap()
     }
 
     /// The same application with S3 deletes failing (`fail_deletes` on).
     pub fn with_failing_deletes(&self) -> (shared::App, Arc<FaultyObjects>) {
         let faulty = Arc::new(FaultyObjects {
-            inner: self.app().objects.clone(),
+            inner: self.app().objects_shared(),
             fail_deletes: std::sync::atomic::AtomicBool::new(true),
             fail_uploads: std::sync::atomic::AtomicBool::new(false),
         });
@@ -940,15 +940,20 @@ pub fn stripe_event(id: &str, kind: &str, created: i64, object: Value) -> Value 
 }
 
 impl TestApp {
-    pub fn webhook_secret(&self) -> String {
-        self.app().stripe_webhook_secrets[0].expose().to_string()
+    pub async fn webhook_secret(&self) -> String {
+        let secrets = self
+            .app()
+            .stripe_webhook_secrets
+            .as_ref()
+            .expect("webhooks configured");
+        secrets.get().await.unwrap()[0].expose().to_string()
     }
 
     /// Delivers `event` to the webhook route, signed now with the deployment's secret.
     pub async fn deliver(&self, event: &Value) -> reqwest::Response {
         let body = event.to_string();
         let t = chrono::Utc::now().timestamp();
-        let sig = shared::domain::billing::sign(&self.webhook_secret(), t, body.as_bytes());
+        let sig = shared::domain::billing::sign(&self.webhook_secret().await, t, body.as_bytes());
         self.deliver_signed(&body, &format!("t={t},v1={sig}")).await
     }
 

@@ -404,7 +404,7 @@ fn template_parameters_allow_only_what_the_functions_accept() {
             values.push(s(default));
         }
         for value in values {
-            let config = shared::Config::from_lookup(|k| {
+            let config = shared::app::Settings::from_lookup(shared::app::ports::ALL, &|k| {
                 if k == var {
                     return Some(value.clone());
                 }
@@ -474,4 +474,157 @@ fn template_parameters_allow_only_what_the_functions_accept() {
         });
         assert!(asserted, "no rule asserts {together:?} together: {rules}");
     }
+}
+
+/// A function's `PORTS` by its binary's name.
+fn function_ports(binary: &str) -> u32 {
+    match binary {
+        "account" => account::PORTS,
+        "generations" => generations::PORTS,
+        "public" => public::PORTS,
+        "generate" => generate::PORTS,
+        "retention-sweep" => retention_sweep::PORTS,
+        "admin" => admin::PORTS,
+        "stripe-webhook" => stripe_webhook::PORTS,
+        "billing" => billing::PORTS,
+        "uploads" => uploads::PORTS,
+        "images" => images::PORTS,
+        "gallery" => gallery::PORTS,
+        "exports" => exports::PORTS,
+        "export" => export::PORTS,
+        other => panic!("no function crate for {other}"),
+    }
+}
+
+#[test]
+fn each_function_is_configured_and_permitted_for_exactly_the_ports_its_binary_names() {
+    use shared::app::ports;
+    let t = template();
+    let globals: Vec<String> = t["Globals"]["Function"]["Environment"]["Variables"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(s)
+        .collect();
+    // The common settings only: a port's settings in Globals would reach every function.
+    for port_setting in [
+        "BUCKET_NAME",
+        "USER_POOL_ID",
+        "GENERATION_QUEUE_URL",
+        "GENERATION_DLQ_URL",
+        "EXPORT_QUEUE_URL",
+        "EVENT_BUS_NAME",
+        "IMAGE_PROVIDER",
+        "MODERATION_PROVIDER",
+        "OPENAI_API_KEY",
+        "STRIPE_SECRET_KEY_PARAM",
+        "STRIPE_WEBHOOK_SECRET_PARAM",
+    ] {
+        assert!(
+            !globals.iter().any(|g| g == port_setting),
+            "{port_setting} in Globals"
+        );
+    }
+    let mut seen = 0;
+    for (_, res) in t["Resources"].as_mapping().unwrap() {
+        if s(&res["Type"]) != "AWS::Serverless::Function" {
+            continue;
+        }
+        let binary = s(&res["Metadata"]["BuildProperties"]["Binary"]);
+        let named = function_ports(&binary);
+        let env: Vec<String> = res["Properties"]["Environment"]["Variables"]
+            .as_mapping()
+            .map(|m| m.keys().map(s).collect())
+            .unwrap_or_default();
+        // Every statement, the conditional ones included (`!If [cond, statement, NoValue]`).
+        let mut statements: Vec<(Vec<String>, String)> = Vec::new();
+        for policy in res["Properties"]["Policies"].as_sequence().unwrap() {
+            for st in policy["Statement"].as_sequence().unwrap() {
+                let st = match intrinsic(st, "If") {
+                    Some(args) => &args[1],
+                    None => st,
+                };
+                let actions = match untag(&st["Action"]) {
+                    Value::Sequence(a) => a.iter().map(s).collect(),
+                    other => vec![s(other)],
+                };
+                statements.push((actions, serde_yaml::to_string(&st["Resource"]).unwrap()));
+            }
+        }
+        let permits = |prefix: &str, resource: &str| {
+            statements
+                .iter()
+                .any(|(a, r)| a.iter().any(|a| a.starts_with(prefix)) && r.contains(resource))
+        };
+        let checks: [(u32, &str, bool); 10] = [
+            (
+                ports::OBJECTS,
+                "BUCKET_NAME",
+                permits("s3:", "ContentBucket"),
+            ),
+            (
+                ports::IDENTITY,
+                "USER_POOL_ID",
+                permits("cognito-idp:AdminDeleteUser", "UserPool"),
+            ),
+            (
+                ports::GENERATION_QUEUE,
+                "GENERATION_QUEUE_URL",
+                permits("sqs:", "GenerationQueue.Arn"),
+            ),
+            (
+                ports::DEAD_LETTERS,
+                "GENERATION_DLQ_URL",
+                permits("sqs:", "GenerationDLQ.Arn"),
+            ),
+            (
+                ports::EXPORT_QUEUE,
+                "EXPORT_QUEUE_URL",
+                permits("sqs:SendMessage", "ExportQueue.Arn"),
+            ),
+            (
+                ports::EVENTS,
+                "EVENT_BUS_NAME",
+                permits("events:PutEvents", "EventBus"),
+            ),
+            // The provider and moderation call third parties: settings, no AWS permission.
+            (
+                ports::PROVIDER,
+                "IMAGE_PROVIDER",
+                named & ports::PROVIDER != 0,
+            ),
+            (
+                ports::MODERATION,
+                "MODERATION_PROVIDER",
+                named & ports::MODERATION != 0,
+            ),
+            (
+                ports::PAYMENTS,
+                "STRIPE_SECRET_KEY_PARAM",
+                permits("ssm:GetParameter", "StripeSecretKeyParam"),
+            ),
+            (
+                ports::WEBHOOKS,
+                "STRIPE_WEBHOOK_SECRET_PARAM",
+                permits("ssm:GetParameter", "StripeWebhookSecretParam"),
+            ),
+        ];
+        for (port, setting, permitted) in checks {
+            let name = ports::names(port)[0];
+            let has = named & port != 0;
+            assert_eq!(
+                env.iter().any(|e| e == setting),
+                has,
+                "{binary}: names {name}: {has}, but {setting} is set: {}",
+                !has
+            );
+            assert_eq!(
+                permitted, has,
+                "{binary}: names {name}: {has}, but its policy permits it: {}",
+                !has
+            );
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 13);
 }

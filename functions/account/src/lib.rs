@@ -3,6 +3,13 @@
 //! `/v1/me/restriction`, and
 //! `/v1/reports/child-account`. Translates requests to `shared::services` calls.
 
+/// What this function uses beyond the table (its IAM policy and settings in `template.yaml`
+/// say the same).
+pub const PORTS: u32 = {
+    use shared::app::ports;
+    ports::OBJECTS | ports::EVENTS | ports::IDENTITY | ports::PAYMENTS
+};
+
 use chrono::Utc;
 use lambda_http::{Body, Error, Request, Response};
 use shared::http::{self, json, json_body, path_param, query_param, route_key, Caller};

@@ -1,6 +1,13 @@
 //! `admin`: `/v1/admin/...` for callers in the admin group (legal holds, suspension,
 //! child-account review, the audit log). Translates requests to `shared::services::admin`.
 
+/// What this function uses beyond the table (its IAM policy and settings in `template.yaml`
+/// say the same).
+pub const PORTS: u32 = {
+    use shared::app::ports;
+    ports::OBJECTS | ports::EVENTS
+};
+
 use chrono::Utc;
 use lambda_http::{Body, Error, Request, Response};
 use shared::http::request::body_bytes;

@@ -1,6 +1,13 @@
 //! `billing`: `/v1/billing` (balance, plan, subscription, spend cap), the ledger, checkout, the
 //! customer portal and invoices. Translates requests to `shared::services::billing_account`.
 
+/// What this function uses beyond the table (its IAM policy and settings in `template.yaml`
+/// say the same).
+pub const PORTS: u32 = {
+    use shared::app::ports;
+    ports::PAYMENTS
+};
+
 use chrono::Utc;
 use lambda_http::{Body, Error, Request, Response};
 use shared::http::request::{ascii_header, json_value};

@@ -2,6 +2,13 @@
 //! ids are returned, so the queue redelivers just those; a message for an export already built
 //! does nothing (idempotent by export id).
 
+/// What this function uses beyond the table (its IAM policy and settings in `template.yaml`
+/// say the same).
+pub const PORTS: u32 = {
+    use shared::app::ports;
+    ports::OBJECTS | ports::EVENTS
+};
+
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent};
 use shared::services::exports::{self, ExportMessage};

@@ -1,6 +1,13 @@
 //! `exports`: `/v1/exports` (POST: queue an export; GET: the user's exports) and
 //! `/v1/exports/{id}` (status, size, a short-lived download link when ready, deletion time).
 
+/// What this function uses beyond the table (its IAM policy and settings in `template.yaml`
+/// say the same).
+pub const PORTS: u32 = {
+    use shared::app::ports;
+    ports::OBJECTS | ports::EXPORT_QUEUE
+};
+
 use chrono::Utc;
 use lambda_http::{Body, Error, Request, Response};
 use shared::http::{self, json, path_param, route_key, Caller};

@@ -1,6 +1,13 @@
 //! `gallery`: the public gallery, with no authorizer: `/v1/gallery` (published images, newest
 //! first, cursor-paginated) and `/v1/gallery/{id}`.
 
+/// What this function uses beyond the table (its IAM policy and settings in `template.yaml`
+/// say the same).
+pub const PORTS: u32 = {
+    use shared::app::ports;
+    ports::OBJECTS
+};
+
 use lambda_http::{Body, Error, Request, Response};
 use shared::http::{self, json, path_param, query_param, route_key};
 use shared::services::gallery;

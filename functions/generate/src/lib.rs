@@ -1,6 +1,13 @@
 //! `generate`: the SQS worker. Reports per message: only failed message ids are returned, so
 //! the queue redelivers just those.
 
+/// What this function uses beyond the table (its IAM policy and settings in `template.yaml`
+/// say the same).
+pub const PORTS: u32 = {
+    use shared::app::ports;
+    ports::OBJECTS | ports::EVENTS | ports::PROVIDER
+};
+
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent};
 use shared::domain::generation::JobMessage;

@@ -1,6 +1,13 @@
 //! `generations`: `/v1/generations` (POST with `Idempotency-Key`, GET history) and
 //! `/v1/generations/{id}` (GET, DELETE).
 
+/// What this function uses beyond the table (its IAM policy and settings in `template.yaml`
+/// say the same).
+pub const PORTS: u32 = {
+    use shared::app::ports;
+    ports::OBJECTS | ports::EVENTS | ports::GENERATION_QUEUE | ports::MODERATION
+};
+
 use chrono::Utc;
 use lambda_http::{Body, Error, Request, Response};
 use shared::http::request::{ascii_header, json_value};

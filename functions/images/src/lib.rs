@@ -2,6 +2,13 @@
 //! `/v1/images/{id}/download` (POST: a short-lived link, recorded) and `/v1/downloads` (GET: the
 //! download history of the caller's images).
 
+/// What this function uses beyond the table (its IAM policy and settings in `template.yaml`
+/// say the same).
+pub const PORTS: u32 = {
+    use shared::app::ports;
+    ports::OBJECTS
+};
+
 use chrono::Utc;
 use lambda_http::{Body, Error, Request, Response};
 use shared::http::request::{body_bytes, json_body};

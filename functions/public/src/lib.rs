@@ -1,6 +1,13 @@
 //! `public`: routes without an authorizer: `GET /v1/health`, `GET /v1/policy` and
 //! `GET /v1/openapi.json`.
 
+/// What this function uses beyond the table (its IAM policy and settings in `template.yaml`
+/// say the same).
+pub const PORTS: u32 = {
+    use shared::app::ports;
+    ports::OBJECTS | ports::GENERATION_QUEUE
+};
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -92,7 +99,7 @@ async fn health(app: &App) -> Result<Response<Body>, ApiError> {
 
 async fn check(app: &App) -> Vec<String> {
     let (table, bucket, queue) =
-        tokio::join!(app.store.ping(), app.objects.ping(), app.queue.ping());
+        tokio::join!(app.store.ping(), app.objects().ping(), app.queue().ping());
     [("table", table), ("bucket", bucket), ("queue", queue)]
         .into_iter()
         .filter_map(|(name, r)| {

@@ -3,6 +3,13 @@
 //! of the next run. Failures are counted in CloudWatch metrics (Embedded Metric Format in the
 //! log) and logged with their items; the next run retries them.
 
+/// What this function uses beyond the table (its IAM policy and settings in `template.yaml`
+/// say the same).
+pub const PORTS: u32 = {
+    use shared::app::ports;
+    ports::OBJECTS | ports::EVENTS | ports::IDENTITY | ports::DEAD_LETTERS | ports::PAYMENTS
+};
+
 use chrono::Utc;
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::{json, Value};

@@ -1,6 +1,13 @@
 //! `stripe-webhook`: `POST /v1/webhooks/stripe`, no authorizer: Stripe's signature instead.
 //! Translates the request to `shared::services::billing::receive` (verify, then apply).
 
+/// What this function uses beyond the table (its IAM policy and settings in `template.yaml`
+/// say the same).
+pub const PORTS: u32 = {
+    use shared::app::ports;
+    ports::EVENTS | ports::WEBHOOKS
+};
+
 use chrono::Utc;
 use lambda_http::{Body, Error, Request, Response};
 use shared::http::request::{body_bytes, header};

@@ -1,6 +1,13 @@
 //! `uploads`: `/v1/uploads` (POST: a presigned upload form) and `/v1/uploads/{id}` (GET: status,
 //! checking the file once it has arrived; DELETE).
 
+/// What this function uses beyond the table (its IAM policy and settings in `template.yaml`
+/// say the same).
+pub const PORTS: u32 = {
+    use shared::app::ports;
+    ports::OBJECTS
+};
+
 use chrono::Utc;
 use lambda_http::{Body, Error, Request, Response};
 use shared::http::request::json_body;

@@ -3,6 +3,6 @@ use lambda_http::{run, service_fn, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let app = shared::App::from_env().await?;
+    let app = shared::App::from_env::<{ uploads::PORTS }>().await?;
     run(service_fn(|req| uploads::handle(&app, req))).await
 }

@@ -110,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
         let bytes: Vec<u8> = (0..object_mib * 1024 * 1024)
             .map(|_| rand::random::<u8>())
             .collect();
-        app.objects.put(key, bytes, "image/png", true).await?;
+        app.objects().put(key, bytes, "image/png", true).await?;
     }
     let bytes_total = (keys.len() * object_mib * 1024 * 1024) as f64;
     let mib = bytes_total / (1024.0 * 1024.0);
@@ -121,13 +121,13 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     for key in &keys {
         let reader = app
-            .objects
+            .objects()
             .get_stream(key)
             .await?
             .ok_or_else(|| anyhow::anyhow!("{key} missing"))?;
         let (commit, committed) = tokio::sync::oneshot::channel();
         let _ = commit.send(true);
-        app.objects
+        app.objects()
             .put_stream(
                 &format!("bench/copy/{key}"),
                 "application/octet-stream",

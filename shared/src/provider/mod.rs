@@ -50,21 +50,13 @@ pub trait ImageProvider: Send + Sync {
     async fn generate(&self, req: &ProviderRequest<'_>) -> Result<Vec<Vec<u8>>, ProviderError>;
 }
 
-pub fn from_config(
-    cfg: &ProviderConfig,
-    timeout: Duration,
-) -> anyhow::Result<Arc<dyn ImageProvider>> {
-    Ok(match cfg {
+pub fn from_config(cfg: &ProviderConfig, timeout: Duration) -> Arc<dyn ImageProvider> {
+    match cfg {
         ProviderConfig::Local => Arc::new(LocalRenderer),
         ProviderConfig::OpenAi {
             base_url,
             model,
             api_key,
-        } => Arc::new(OpenAiImages::new(
-            base_url,
-            model,
-            api_key.clone(),
-            timeout,
-        )?),
-    })
+        } => Arc::new(OpenAiImages::new(base_url, model, api_key.clone(), timeout)),
+    }
 }

@@ -17,7 +17,8 @@ use super::{ImageProvider, ProviderError, ProviderRequest};
 use crate::config::Secret;
 
 pub struct OpenAiImages {
-    http: reqwest::Client,
+    /// Each call's limit (the process's one HTTPS client is shared; see `crate::net`).
+    timeout: Duration,
     url: String,
     edits_url: String,
     model: String,
@@ -59,24 +60,15 @@ struct ErrorBody {
 }
 
 impl OpenAiImages {
-    pub fn new(
-        base_url: &str,
-        model: &str,
-        api_key: Secret,
-        timeout: Duration,
-    ) -> anyhow::Result<Self> {
-        Ok(Self {
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(Duration::from_secs(10))
-                // The configured endpoint answers itself; a redirect is not followed anywhere.
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+    pub fn new(base_url: &str, model: &str, api_key: Secret, timeout: Duration) -> Self {
+        // The shared client follows no redirect: the configured endpoint answers itself.
+        Self {
+            timeout,
             url: format!("{}/v1/images/generations", base_url.trim_end_matches('/')),
             edits_url: format!("{}/v1/images/edits", base_url.trim_end_matches('/')),
             model: model.to_string(),
             api_key,
-        })
+        }
     }
 }
 
@@ -138,7 +130,10 @@ impl ImageProvider for OpenAiImages {
                 output_format: req.output_format.as_str(),
                 moderation: "auto",
             };
-            self.http.post(&self.url).json(&body)
+            crate::net::https()
+                .post(&self.url)
+                .timeout(self.timeout)
+                .json(&body)
         } else {
             let mut form = reqwest::multipart::Form::new()
                 .text("model", self.model.clone())
@@ -154,7 +149,10 @@ impl ImageProvider for OpenAiImages {
                     .map_err(|e| ProviderError::Permanent(format!("building the request: {e}")))?;
                 form = form.part("image[]", part);
             }
-            self.http.post(&self.edits_url).multipart(form)
+            crate::net::https()
+                .post(&self.edits_url)
+                .timeout(self.timeout)
+                .multipart(form)
         };
         let resp = request
             .bearer_auth(self.api_key.expose())

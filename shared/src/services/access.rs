@@ -189,7 +189,7 @@ pub async fn collect(
 
     // Objects under the user's prefix, each with its owner item's deletion time.
     for key in app
-        .objects
+        .objects()
         .list(&crate::objects::user_prefix(user_id))
         .await?
     {

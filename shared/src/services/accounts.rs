@@ -90,7 +90,7 @@ pub async fn onboard(
             // K1: refused, and nothing about this person is kept: only an anonymous count. The
             // identity-provider user goes too, and no log line names the subject.
             app.store.count_age_refusal(now.date_naive()).await?;
-            if let Err(e) = app.identity.delete_user(user_id).await {
+            if let Err(e) = app.identity().delete_user(user_id).await {
                 tracing::error!(error = %e, "refused sign-up: identity-provider user not deleted");
                 return Err(ApiError::Unavailable(
                     "identity provider unavailable".into(),
@@ -132,7 +132,7 @@ pub async fn onboard(
             tracing::info!(user_id, granted = signup_credits, "account onboarded");
             if signup_credits > 0 {
                 let detail = serde_json::json!({"user_id": user_id, "amount": signup_credits, "cause": "grant:signup"});
-                if let Err(e) = app.events.publish("credits.granted", &detail).await {
+                if let Err(e) = app.events().publish("credits.granted", &detail).await {
                     tracing::warn!(error = ?e, "credits.granted event not published");
                 }
             }

@@ -159,7 +159,9 @@ pub async fn place_hold(
 }
 
 async fn untag(app: &App, hold: &Hold) -> anyhow::Result<()> {
-    app.objects.set_backstop(&hold_prefix(hold), false).await?;
+    app.objects()
+        .set_backstop(&hold_prefix(hold), false)
+        .await?;
     app.store.mark_hold_untagged(&hold.id).await
 }
 
@@ -241,9 +243,9 @@ async fn end(
     }
     let holds = app.store.holds_in_force(now).await?;
     if !holds.covers(&hold.user_id, hold.generation_id.as_deref()) {
-        app.objects.set_backstop(&hold_prefix(hold), true).await?;
+        app.objects().set_backstop(&hold_prefix(hold), true).await?;
         for g in holds.held_generations(&hold.user_id) {
-            app.objects
+            app.objects()
                 .set_backstop(&generation_prefix(&hold.user_id, g), false)
                 .await?;
         }

@@ -56,11 +56,18 @@ pub async fn receive(
     body: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Handled, ApiError> {
-    if app.stripe_webhook_secrets.is_empty() {
+    let Some(source) = &app.stripe_webhook_secrets else {
         return Err(billing_not_configured());
-    }
-    let secrets: Vec<String> = app
-        .stripe_webhook_secrets
+    };
+    // Read from SSM on the first event (and again after a failed read): 503, so Stripe
+    // delivers again.
+    let secrets: Vec<String> = source
+        .get()
+        .await
+        .map_err(|e| {
+            tracing::error!(error = ?e, "the webhook signing secrets could not be read");
+            ApiError::Unavailable("the webhook signing secrets could not be read".into())
+        })?
         .iter()
         .map(|s| s.expose().to_string())
         .collect();

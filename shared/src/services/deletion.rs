@@ -125,7 +125,7 @@ async fn work(
         }
     }
     for prefix in &record.prefixes {
-        app.objects.delete_prefix(prefix).await?;
+        app.objects().delete_prefix(prefix).await?;
     }
     for item in &record.items {
         app.store.delete_named_item(item).await?;
@@ -150,7 +150,7 @@ async fn work(
         // (the entries normally left at deactivation).
         app.store.sync_gallery(&record.user_id).await?;
         for prefix in app.store.public_copies(&record.user_id).await? {
-            app.objects.delete_prefix(&prefix).await?;
+            app.objects().delete_prefix(&prefix).await?;
         }
         let keep_until = legal_keep_until(app, now);
         let mut erased = app
@@ -165,10 +165,10 @@ async fn work(
         erased.items_deleted += again.items_deleted;
         // Objects written while the partition was erased (a late worker) go too.
         for prefix in &record.prefixes {
-            app.objects.delete_prefix(prefix).await?;
+            app.objects().delete_prefix(prefix).await?;
         }
-        app.identity.delete_user(&record.user_id).await?;
-        tracing::info!(?erased, identity = app.identity.name(), "account erased");
+        app.identity().delete_user(&record.user_id).await?;
+        tracing::info!(?erased, identity = app.identity().name(), "account erased");
     }
     Ok(recheck)
 }

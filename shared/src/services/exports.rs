@@ -56,7 +56,7 @@ pub struct ExportView {
 async fn view(app: &App, r: &ExportRecord) -> Result<ExportView, ApiError> {
     let download_url = match r.status.as_str() {
         "ready" => Some(
-            app.objects
+            app.objects()
                 .presign_download(
                     &archive_key(&r.user_id, &r.id),
                     app.config.download_url_ttl,
@@ -146,7 +146,14 @@ pub async fn create(
         user_id: user_id.into(),
         export_id: record.id.clone(),
     };
-    if let Err(e) = app.queue.send_to(&queue_url, &msg).await {
+    if let Err(e) = app
+        .queue()
+        .send_to(
+            &queue_url,
+            &serde_json::to_value(&msg).expect("an export message serialises"),
+        )
+        .await
+    {
         // Nothing will build it: failed now, and the lock freed, so the user can ask again.
         tracing::error!(error = ?e, "export not queued");
         app.store
@@ -234,7 +241,7 @@ pub async fn run(app: &App, msg: &ExportMessage, now: DateTime<Utc>) -> anyhow::
         // Deleted (with the account, or expired) while it was built: the archive this run
         // wrote goes too.
         tracing::info!("export deleted while it was built; removing its archive");
-        app.objects
+        app.objects()
             .delete_prefix(&crate::objects::export_prefix(user_id, id))
             .await?;
     }
@@ -262,7 +269,7 @@ pub async fn give_up(app: &App, msg: &ExportMessage, error: &str) -> anyhow::Res
 async fn build(app: &App, user_id: &str, id: &str, backstop: bool) -> anyhow::Result<(u64, u64)> {
     let (writer, reader) = tokio::io::duplex(PIPE_BUFFER);
     let (commit, committed) = tokio::sync::oneshot::channel();
-    let objects = app.objects.clone();
+    let objects = app.objects_shared();
     let key = archive_key(user_id, id);
     let upload = tokio::spawn(async move {
         objects
@@ -396,7 +403,7 @@ async fn write_archive(
     }
     let mut buf = vec![0u8; READ_BUFFER];
     for (key, name) in originals {
-        let Some(mut reader) = app.objects.get_stream(&key).await? else {
+        let Some(mut reader) = app.objects().get_stream(&key).await? else {
             tracing::warn!(key, "an original is missing; left out");
             continue;
         };

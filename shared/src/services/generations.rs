@@ -80,7 +80,7 @@ pub async fn view(app: &App, job: &Job) -> Result<GenerationView, ApiError> {
             public: img.public,
             copy_protected: img.copy_protected,
             url: app
-                .objects
+                .objects()
                 .presign_get(&img.key, app.config.download_url_ttl)
                 .await?,
             width: img.width,
@@ -337,9 +337,9 @@ async fn send_job(app: &App, user_id: &str, job_id: &str) {
         user_id: user_id.to_string(),
         job_id: job_id.to_string(),
     };
-    let mut enqueued = app.queue.enqueue(&msg).await;
+    let mut enqueued = app.queue().enqueue(&msg).await;
     if enqueued.is_err() {
-        enqueued = app.queue.enqueue(&msg).await;
+        enqueued = app.queue().enqueue(&msg).await;
     }
     if let Err(e) = enqueued {
         tracing::error!(error = ?e, job_id = %job_id, "enqueue failed; a retry with the key or the sweep finishes the job");

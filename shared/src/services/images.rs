@@ -55,7 +55,7 @@ pub async fn public_view(app: &App, e: &GalleryEntry) -> Result<PublicImageView,
     Ok(PublicImageView {
         id: e.image_id.clone(),
         url: app
-            .objects
+            .objects()
             .presign_get(&e.key, app.config.download_url_ttl)
             .await?,
         width: e.width,
@@ -78,7 +78,7 @@ async fn owner_view(app: &App, job: &Job, index: usize) -> Result<ImageView, Api
         id: image_id(&job.id, index),
         generation_id: job.id.clone(),
         url: app
-            .objects
+            .objects()
             .presign_get(&img.key, app.config.download_url_ttl)
             .await?,
         width: img.width,
@@ -310,7 +310,7 @@ async fn make_shown(
     token: &str,
 ) -> Result<Shown, ApiError> {
     let original =
-        app.objects.get(&img.key).await?.ok_or_else(|| {
+        app.objects().get(&img.key).await?.ok_or_else(|| {
             ApiError::Internal(anyhow::anyhow!("image object {} missing", img.key))
         })?;
     let (bytes, width, height, format, ext, content_type) = if variant == "preview" {
@@ -338,7 +338,9 @@ async fn make_shown(
         .await?
         .covers(user_id, Some(&job.id));
     let size = bytes.len() as u64;
-    app.objects.put(&key, bytes, content_type, backstop).await?;
+    app.objects()
+        .put(&key, bytes, content_type, backstop)
+        .await?;
     Ok(Shown {
         key,
         variant: variant.into(),
@@ -488,7 +490,7 @@ pub async fn download(
     };
     let filename = format!("{id}.{ext}");
     let ttl = app.config.download_url_ttl;
-    let url = app.objects.presign_download(&key, ttl, &filename).await?;
+    let url = app.objects().presign_download(&key, ttl, &filename).await?;
     // Recorded before the link is given: no download leaves the history out.
     let days = app.config.retention.content_days().unwrap_or(365);
     let record = DownloadRecord {

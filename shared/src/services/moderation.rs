@@ -20,7 +20,7 @@ pub async fn screen(
     prompt: &str,
     now: DateTime<Utc>,
 ) -> Result<(), ApiError> {
-    match app.moderation.check(prompt).await {
+    match app.moderation().check(prompt).await {
         Ok(None) => Ok(()),
         Ok(Some(refusal)) => {
             let category = refusal.category.clone();

@@ -282,7 +282,7 @@ async fn refund_dead_letters(
         if out_of_time(started, report) {
             break;
         }
-        let letters = app.queue.receive_dead_letters().await?;
+        let letters = app.queue().receive_dead_letters().await?;
         if letters.is_empty() {
             break;
         }
@@ -290,7 +290,9 @@ async fn refund_dead_letters(
             match settle_dead_letter(app, &letter, now).await {
                 Ok(refunded) => {
                     report.dead_letters_refunded += usize::from(refunded);
-                    app.queue.delete_dead_letter(&letter.receipt_handle).await?;
+                    app.queue()
+                        .delete_dead_letter(&letter.receipt_handle)
+                        .await?;
                     report.dead_letters_removed += 1;
                 }
                 // Kept in the queue; visible again for the next run.

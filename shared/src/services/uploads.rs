@@ -170,7 +170,7 @@ pub async fn create(
     // The item first: an object can only ever land under a key an item names.
     app.store.put_upload(&record).await?;
     let form = app
-        .objects
+        .objects()
         .presign_post(
             &original_key(user_id, &id),
             kind.content_type(),
@@ -216,7 +216,7 @@ async fn check(app: &App, record: UploadRecord, now: DateTime<Utc>) -> anyhow::R
     let expired = DateTime::parse_from_rfc3339(&record.upload_expires_at)
         .map(|t| t.with_timezone(&Utc) <= now)
         .unwrap_or(true);
-    let outcome = match app.objects.size(&original).await? {
+    let outcome = match app.objects().size(&original).await? {
         None if !expired => return Ok(()),
         None => Settled::Rejected("no file was uploaded before the upload form expired".into()),
         Some(size) if size > record.declared_size || size > MAX_UPLOAD_BYTES => {
@@ -226,7 +226,7 @@ async fn check(app: &App, record: UploadRecord, now: DateTime<Utc>) -> anyhow::R
             ))
         }
         Some(_) => {
-            let Some(bytes) = app.objects.get(&original).await? else {
+            let Some(bytes) = app.objects().get(&original).await? else {
                 return Ok(());
             };
             let declared = UploadType::parse(&record.content_type)
@@ -250,7 +250,7 @@ async fn check(app: &App, record: UploadRecord, now: DateTime<Utc>) -> anyhow::R
                 Ok(s) => {
                     let backstop = !app.store.holds_in_force(now).await?.covers(user_id, None);
                     let bytes = s.png.len() as u64;
-                    app.objects
+                    app.objects()
                         .put(
                             &reference_key(user_id, &record.id),
                             s.png,
@@ -274,12 +274,12 @@ async fn check(app: &App, record: UploadRecord, now: DateTime<Utc>) -> anyhow::R
     match &outcome {
         // The file as sent is never kept: only its re-encoded copy.
         Settled::Ready { .. } if !held => {
-            app.objects.delete_prefix(&original).await?;
+            app.objects().delete_prefix(&original).await?;
         }
         Settled::Rejected(reason) => {
             tracing::info!(reason = %reason, "upload rejected");
             if !held {
-                app.objects
+                app.objects()
                     .delete_prefix(&upload_prefix(user_id, &record.id))
                     .await?;
             }
@@ -300,7 +300,7 @@ async fn check(app: &App, record: UploadRecord, now: DateTime<Utc>) -> anyhow::R
             .await?
             .is_none_or(|r| r.deleted_at.is_some());
         if deleted && !held {
-            app.objects
+            app.objects()
                 .delete_prefix(&upload_prefix(user_id, &record.id))
                 .await?;
         }

@@ -69,7 +69,7 @@ async fn load_references(app: &App, job: &Job) -> anyhow::Result<Result<Vec<Vec<
             _ => return Ok(Err(id.clone())),
         }
         let key = crate::services::uploads::reference_key(&job.user_id, id);
-        match app.objects.get(&key).await? {
+        match app.objects().get(&key).await? {
             Some(bytes) => refs.push(bytes),
             None => return Ok(Err(id.clone())),
         }
@@ -132,7 +132,7 @@ pub async fn process(
             let refusal = crate::moderation::Refusal {
                 source: "image_provider".into(),
                 category: "provider_moderation".into(),
-                rule: format!("{} moderation", app.provider.name()),
+                rule: format!("{} moderation", app.provider().name()),
             };
             if let Err(e) = crate::services::moderation::record(
                 app,
@@ -181,7 +181,7 @@ async fn call_provider(
     let mut attempt = 0;
     loop {
         let result =
-            match tokio::time::timeout(app.config.provider_timeout, app.provider.generate(&req))
+            match tokio::time::timeout(app.config.provider_timeout, app.provider().generate(&req))
                 .await
             {
                 Ok(r) => r,
@@ -267,7 +267,7 @@ async fn store_images(
         };
         let content_type = job.settings.output_format.content_type();
         if let Err(e) = app
-            .objects
+            .objects()
             .put(&meta.key, bytes, content_type, backstop)
             .await
         {
@@ -275,7 +275,7 @@ async fn store_images(
             // directly, not through a record that could outlive the retry's success. If the
             // retries never succeed, the sweep's fail-and-refund records the cleanup.
             if let Err(e) = app
-                .objects
+                .objects()
                 .delete_prefix(&generation_prefix(&job.user_id, &job.id))
                 .await
             {
@@ -286,7 +286,7 @@ async fn store_images(
         }
         stored.push(meta);
     }
-    let provider = app.provider.name();
+    let provider = app.provider().name();
     if !app
         .store
         .complete_job(
@@ -411,7 +411,7 @@ pub(crate) async fn publish(app: &App, detail_type: &str, detail: serde_json::Va
 
 /// Publishes without the restriction check (callers that checked already, opt-out signals).
 pub(crate) async fn publish_unchecked(app: &App, detail_type: &str, detail: serde_json::Value) {
-    if let Err(e) = app.events.publish(detail_type, &detail).await {
+    if let Err(e) = app.events().publish(detail_type, &detail).await {
         tracing::warn!(error = ?e, detail_type, "event not published");
     }
 }
