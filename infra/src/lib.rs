@@ -1,6 +1,7 @@
 //! The local stack: provisioning on the AWS emulator (moto server), and the dev host that runs
 //! every function's handler in one process. A development tool, never deployed.
 
+pub mod calls;
 pub mod host;
 pub mod jwt;
 pub mod resources;
@@ -46,6 +47,8 @@ pub struct StackOptions {
     pub sweep_every: Option<Duration>,
     pub retry_delay_secs: i32,
     pub jwt_secret: String,
+    /// Counts the application's AWS calls (tests of the calls per operation).
+    pub calls: Option<Arc<calls::CallLog>>,
 }
 
 pub struct Stack {
@@ -139,7 +142,14 @@ pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
             .or_else(|| provisioned.get(name).cloned())
             .or_else(|| setting(name))
     })?;
-    let app = Arc::new(App::wire::<{ ports::ALL }>(settings, &sdk));
+    let app_sdk = match &opts.calls {
+        Some(log) => sdk.to_builder().http_client(log.client()).build(),
+        None => sdk.clone(),
+    };
+    let app = Arc::new(App::wire::<{ ports::ALL }>(
+        settings,
+        &shared::lazy::SdkSource::ready(app_sdk),
+    ));
     let jwt = jwt::DevJwt::new(opts.jwt_secret.as_bytes());
     let router = host::router(Arc::new(host::Host {
         app: app.clone(),

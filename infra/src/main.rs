@@ -30,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
         retry_delay_secs: 2,
         jwt_secret: std::env::var("DEV_JWT_SECRET")
             .unwrap_or_else(|_| "imagegen-local-dev-key".into()),
+        calls: None,
     })
     .await?;
     let base = format!("http://{}", stack.addr);

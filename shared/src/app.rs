@@ -7,9 +7,11 @@
 //! not name is a programming error, found by the integration suite, which calls every handler
 //! with exactly its function's ports ([`App::only`]).
 //!
-//! Nothing at init reads a file, parses a certificate, calls the network or fetches a secret:
-//! the one HTTPS client is built on the first request (`crate::net`), and Stripe's key and the
-//! webhook secrets are read from SSM on first use.
+//! Init parses the settings (a missing one stops the function before its first event) and
+//! builds nothing else: the SDK configuration and each client are built on first use
+//! (`crate::lazy`), the one HTTPS client on the first request (`crate::net`), and Stripe's key
+//! and the webhook secrets are read from SSM on first use. Nothing at init reads a file, parses
+//! a certificate, calls the network or fetches a secret.
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use crate::config::{Config, ConfigError, ModerationSettings, ProviderConfig};
 use crate::events::{EventBus, Events};
 use crate::identity::{self, IdentityProvider};
+use crate::lazy::SdkSource;
 use crate::moderation::Moderator;
 use crate::objects::{ObjectStore, Objects};
 use crate::payments::Payments;
@@ -157,13 +160,12 @@ impl App {
     /// is missing; a function that names ports it does not need requires their settings too.
     pub async fn from_env<const P: u32>() -> anyhow::Result<Self> {
         let settings = Settings::from_lookup(P, &|name| std::env::var(name).ok())?;
-        let sdk = sdk_config().await;
-        Ok(Self::wire::<P>(settings, &sdk))
+        Ok(Self::wire::<P>(settings, &SdkSource::from_env()))
     }
 
     /// Builds the ports `P` from `settings`. `P` is a constant so that an optimised build of a
     /// function drops the code of every port it does not name.
-    pub fn wire<const P: u32>(settings: Settings, sdk: &SdkConfig) -> Self {
+    pub fn wire<const P: u32>(settings: Settings, sdk: &SdkSource) -> Self {
         let Settings {
             config,
             bucket_name,
@@ -176,14 +178,7 @@ impl App {
         } = settings;
         let objects = match bucket_name {
             Some(bucket) if P & ports::OBJECTS != 0 => {
-                // A custom endpoint (the local emulator) serves buckets by path, not by host.
-                let s3_conf = aws_sdk_s3::config::Builder::from(sdk)
-                    .force_path_style(sdk.endpoint_url().is_some())
-                    .build();
-                Some(Arc::new(
-                    ObjectStore::new(aws_sdk_s3::Client::from_conf(s3_conf), bucket)
-                        .with_signing(sdk),
-                ) as Arc<dyn Objects>)
+                Some(Arc::new(ObjectStore::lazy(sdk, bucket)) as Arc<dyn Objects>)
             }
             _ => None,
         };
@@ -192,17 +187,13 @@ impl App {
         let queue = (P & (ports::GENERATION_QUEUE | ports::DEAD_LETTERS | ports::EXPORT_QUEUE)
             != 0)
             .then(|| {
-                Arc::new(JobQueue::new(
-                    aws_sdk_sqs::Client::new(sdk),
-                    generation_queue_url,
-                    generation_dlq_url,
-                )) as Arc<dyn Queue>
+                Arc::new(JobQueue::new(sdk, generation_queue_url, generation_dlq_url))
+                    as Arc<dyn Queue>
             });
         let events = match event_bus_name {
-            Some(bus) if P & ports::EVENTS != 0 => Some(Arc::new(EventBus::new(
-                aws_sdk_eventbridge::Client::new(sdk),
-                bus,
-            )) as Arc<dyn Events>),
+            Some(bus) if P & ports::EVENTS != 0 => {
+                Some(Arc::new(EventBus::new(sdk, bus)) as Arc<dyn Events>)
+            }
             _ => None,
         };
         let provider = match provider {
@@ -237,7 +228,7 @@ impl App {
             _ => None,
         };
         Self {
-            store: Store::new(aws_sdk_dynamodb::Client::new(sdk), &config.table_name),
+            store: Store::lazy(sdk, &config.table_name),
             ports: P,
             objects,
             identity,

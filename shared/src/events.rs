@@ -17,16 +17,20 @@ pub trait Events: Send + Sync {
 
 #[derive(Clone)]
 pub struct EventBus {
-    client: Client,
+    client: crate::lazy::Lazy<Client>,
     bus: String,
 }
 
 impl EventBus {
-    pub fn new(client: Client, bus: impl Into<String>) -> Self {
+    pub fn new(sdk: &crate::lazy::SdkSource, bus: impl Into<String>) -> Self {
         Self {
-            client,
+            client: crate::lazy::Lazy::new(sdk, Client::new),
             bus: bus.into(),
         }
+    }
+
+    async fn client(&self) -> &Client {
+        self.client.get().await
     }
 }
 
@@ -34,7 +38,8 @@ impl EventBus {
 impl Events for EventBus {
     async fn publish(&self, detail_type: &str, detail: &Value) -> anyhow::Result<()> {
         let out = self
-            .client
+            .client()
+            .await
             .put_events()
             .entries(
                 PutEventsRequestEntry::builder()

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use aws_config::SdkConfig;
+use crate::lazy::{Lazy, SdkSource};
 
 #[async_trait::async_trait]
 pub trait IdentityProvider: Send + Sync {
@@ -14,10 +14,10 @@ pub trait IdentityProvider: Send + Sync {
     fn name(&self) -> &'static str;
 }
 
-pub fn from_config(user_pool_id: Option<&str>, sdk: &SdkConfig) -> Arc<dyn IdentityProvider> {
+pub fn from_config(user_pool_id: Option<&str>, sdk: &SdkSource) -> Arc<dyn IdentityProvider> {
     match user_pool_id {
         Some(pool) => Arc::new(Cognito {
-            client: aws_sdk_cognitoidentityprovider::Client::new(sdk),
+            client: Lazy::new(sdk, aws_sdk_cognitoidentityprovider::Client::new),
             pool: pool.to_string(),
         }),
         None => Arc::new(External),
@@ -26,7 +26,7 @@ pub fn from_config(user_pool_id: Option<&str>, sdk: &SdkConfig) -> Arc<dyn Ident
 
 /// A Cognito user pool whose usernames are the subjects (email as the sign-in alias).
 pub struct Cognito {
-    client: aws_sdk_cognitoidentityprovider::Client,
+    client: Lazy<aws_sdk_cognitoidentityprovider::Client>,
     pool: String,
 }
 
@@ -35,6 +35,8 @@ impl IdentityProvider for Cognito {
     async fn delete_user(&self, username: &str) -> anyhow::Result<()> {
         match self
             .client
+            .get()
+            .await
             .admin_delete_user()
             .user_pool_id(&self.pool)
             .username(username)

@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod identity;
+pub mod lazy;
 pub mod limits;
 pub mod moderation;
 pub mod net;

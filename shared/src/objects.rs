@@ -83,8 +83,12 @@ pub trait Objects: Send + Sync {
 
 #[derive(Clone)]
 pub struct ObjectStore {
-    client: Client,
+    s3: crate::lazy::Lazy<S3>,
     bucket: String,
+}
+
+struct S3 {
+    client: Client,
     /// Where upload forms are posted: the bucket's virtual-hosted URL, or `<endpoint>/<bucket>`
     /// on a custom endpoint (the local emulator).
     post_url: String,
@@ -120,6 +124,8 @@ pub fn generation_prefix(user_id: &str, job_id: &str) -> String {
 }
 
 impl ObjectStore {
+    /// With a client already built, forms addressed to the bucket's virtual-hosted URL and not
+    /// signed (tests reading and writing objects).
     pub fn new(client: Client, bucket: impl Into<String>) -> Self {
         let bucket = bucket.into();
         let region = client
@@ -128,22 +134,47 @@ impl ObjectStore {
             .map(|r| r.to_string())
             .unwrap_or_else(|| "us-east-1".into());
         Self {
-            post_url: format!("https://{bucket}.s3.{region}.amazonaws.com/"),
-            client,
+            s3: crate::lazy::Lazy::ready(S3 {
+                post_url: format!("https://{bucket}.s3.{region}.amazonaws.com/"),
+                client,
+                credentials: None,
+                region,
+            }),
             bucket,
-            credentials: None,
-            region,
         }
     }
 
-    /// Signs upload forms with the SDK configuration's credentials; on a custom endpoint (the
-    /// local emulator) the bucket is addressed by path.
-    pub fn with_signing(mut self, sdk: &aws_config::SdkConfig) -> Self {
-        if let Some(e) = sdk.endpoint_url() {
-            self.post_url = format!("{}/{}", e.trim_end_matches('/'), self.bucket);
+    /// With the client built on first use. Upload forms are signed with the SDK
+    /// configuration's credentials; on a custom endpoint (the local emulator) the bucket is
+    /// addressed by path.
+    pub fn lazy(sdk: &crate::lazy::SdkSource, bucket: impl Into<String>) -> Self {
+        let bucket = bucket.into();
+        let name = bucket.clone();
+        Self {
+            s3: crate::lazy::Lazy::new(sdk, move |sdk| {
+                let conf = aws_sdk_s3::config::Builder::from(sdk)
+                    .force_path_style(sdk.endpoint_url().is_some())
+                    .build();
+                let region = sdk
+                    .region()
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "us-east-1".into());
+                S3 {
+                    client: Client::from_conf(conf),
+                    post_url: match sdk.endpoint_url() {
+                        Some(e) => format!("{}/{name}", e.trim_end_matches('/')),
+                        None => format!("https://{name}.s3.{region}.amazonaws.com/"),
+                    },
+                    credentials: sdk.credentials_provider(),
+                    region,
+                }
+            }),
+            bucket,
         }
-        self.credentials = sdk.credentials_provider();
-        self
+    }
+
+    async fn s3(&self) -> &S3 {
+        self.s3.get().await
     }
 }
 
@@ -160,7 +191,9 @@ impl Objects for ObjectStore {
         content_type: &str,
         backstop: bool,
     ) -> anyhow::Result<()> {
-        self.client
+        self.s3()
+            .await
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
@@ -176,6 +209,8 @@ impl Objects for ObjectStore {
 
     async fn presign_get(&self, key: &str, ttl: Duration) -> anyhow::Result<String> {
         let req = self
+            .s3()
+            .await
             .client
             .get_object()
             .bucket(&self.bucket)
@@ -193,6 +228,8 @@ impl Objects for ObjectStore {
         filename: &str,
     ) -> anyhow::Result<String> {
         let req = self
+            .s3()
+            .await
             .client
             .get_object()
             .bucket(&self.bucket)
@@ -213,15 +250,17 @@ impl Objects for ObjectStore {
     ) -> anyhow::Result<crate::presigned_post::PresignedPost> {
         use aws_credential_types::provider::ProvideCredentials;
         let creds = self
+            .s3()
+            .await
             .credentials
             .as_ref()
             .context("no credentials to sign an upload with")?
             .provide_credentials()
             .await
             .context("reading the credentials to sign an upload")?;
-        let region = self.region.clone();
+        let region = self.s3().await.region.clone();
         Ok(crate::presigned_post::presign(
-            self.post_url.clone(),
+            self.s3().await.post_url.clone(),
             &crate::presigned_post::Signer {
                 access_key_id: creds.access_key_id(),
                 secret_access_key: creds.secret_access_key(),
@@ -255,6 +294,8 @@ impl Objects for ObjectStore {
 
     async fn size(&self, key: &str) -> anyhow::Result<Option<u64>> {
         match self
+            .s3()
+            .await
             .client
             .head_object()
             .bucket(&self.bucket)
@@ -270,6 +311,8 @@ impl Objects for ObjectStore {
 
     async fn get_stream(&self, key: &str) -> anyhow::Result<Option<ByteReader>> {
         match self
+            .s3()
+            .await
             .client
             .get_object()
             .bucket(&self.bucket)
@@ -294,6 +337,8 @@ impl Objects for ObjectStore {
         use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
         use tokio::io::AsyncReadExt;
         let upload_id = self
+            .s3()
+            .await
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
@@ -326,6 +371,8 @@ impl Objects for ObjectStore {
                 }
                 let number = parts.len() as i32 + 1;
                 let out = self
+                    .s3()
+                    .await
                     .client
                     .upload_part()
                     .bucket(&self.bucket)
@@ -356,7 +403,9 @@ impl Objects for ObjectStore {
         let go = result.is_ok() && matches!(commit.await, Ok(true));
         match result {
             Ok((parts, total)) if go => {
-                self.client
+                self.s3()
+                    .await
+                    .client
                     .complete_multipart_upload()
                     .bucket(&self.bucket)
                     .key(key)
@@ -375,6 +424,8 @@ impl Objects for ObjectStore {
                 // Nothing half-written stays (the bucket's lifecycle rule aborts what this
                 // cannot).
                 if let Err(e) = self
+                    .s3()
+                    .await
                     .client
                     .abort_multipart_upload()
                     .bucket(&self.bucket)
@@ -402,6 +453,8 @@ impl Objects for ObjectStore {
                 .map(|k| ObjectIdentifier::builder().key(k).build())
                 .collect::<Result<Vec<_>, _>>()?;
             let out = self
+                .s3()
+                .await
                 .client
                 .delete_objects()
                 .bucket(&self.bucket)
@@ -426,6 +479,8 @@ impl Objects for ObjectStore {
         let mut token = None;
         loop {
             let page = self
+                .s3()
+                .await
                 .client
                 .list_objects_v2()
                 .bucket(&self.bucket)
@@ -454,7 +509,9 @@ impl Objects for ObjectStore {
                     .key(BACKSTOP_TAG.0)
                     .value(BACKSTOP_TAG.1)
                     .build()?;
-                self.client
+                self.s3()
+                    .await
+                    .client
                     .put_object_tagging()
                     .bucket(&self.bucket)
                     .key(key)
@@ -463,7 +520,9 @@ impl Objects for ObjectStore {
                     .await
                     .with_context(|| format!("tagging {key}"))?;
             } else {
-                self.client
+                self.s3()
+                    .await
+                    .client
                     .delete_object_tagging()
                     .bucket(&self.bucket)
                     .key(key)
@@ -477,6 +536,8 @@ impl Objects for ObjectStore {
 
     async fn tags(&self, key: &str) -> anyhow::Result<Vec<(String, String)>> {
         let out = self
+            .s3()
+            .await
             .client
             .get_object_tagging()
             .bucket(&self.bucket)
@@ -492,7 +553,9 @@ impl Objects for ObjectStore {
     }
 
     async fn ping(&self) -> anyhow::Result<()> {
-        self.client
+        self.s3()
+            .await
+            .client
             .head_bucket()
             .bucket(&self.bucket)
             .send()

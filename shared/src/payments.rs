@@ -262,14 +262,14 @@ impl Payments for Stripe {
 /// event that does not pay pays nothing for it, and a failed read is tried again on the next
 /// call (it answers `Unavailable` meanwhile) instead of leaving the sandbox without billing.
 pub struct LazyStripe {
-    sdk: aws_config::SdkConfig,
+    sdk: crate::lazy::SdkSource,
     param: String,
     api_base: Option<String>,
     stripe: tokio::sync::OnceCell<Stripe>,
 }
 
 impl LazyStripe {
-    pub fn new(sdk: &aws_config::SdkConfig, param: &str, api_base: Option<&str>) -> Self {
+    pub fn new(sdk: &crate::lazy::SdkSource, param: &str, api_base: Option<&str>) -> Self {
         Self {
             sdk: sdk.clone(),
             param: param.to_string(),
@@ -281,7 +281,7 @@ impl LazyStripe {
     async fn get(&self) -> Result<&Stripe> {
         self.stripe
             .get_or_try_init(|| async {
-                let key = crate::secrets::read_list(&self.sdk, &self.param).await?;
+                let key = crate::secrets::read_list(self.sdk.get().await, &self.param).await?;
                 Stripe::new(key[0].expose(), self.api_base.as_deref())
             })
             .await

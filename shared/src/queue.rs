@@ -22,7 +22,7 @@ pub trait Queue: Send + Sync {
 
 #[derive(Clone)]
 pub struct JobQueue {
-    client: Client,
+    client: crate::lazy::Lazy<Client>,
     queue_url: Option<String>,
     dlq_url: Option<String>,
 }
@@ -35,12 +35,20 @@ pub struct DeadLetter {
 
 impl JobQueue {
     /// The SQS adapter, with the generation queue and the dead-letter queue when given.
-    pub fn new(client: Client, queue_url: Option<String>, dlq_url: Option<String>) -> Self {
+    pub fn new(
+        sdk: &crate::lazy::SdkSource,
+        queue_url: Option<String>,
+        dlq_url: Option<String>,
+    ) -> Self {
         Self {
-            client,
+            client: crate::lazy::Lazy::new(sdk, Client::new),
             queue_url,
             dlq_url,
         }
+    }
+
+    async fn client(&self) -> &Client {
+        self.client.get().await
     }
 
     fn queue_url(&self) -> anyhow::Result<&str> {
@@ -59,7 +67,8 @@ impl JobQueue {
 #[async_trait::async_trait]
 impl Queue for JobQueue {
     async fn enqueue(&self, msg: &JobMessage) -> anyhow::Result<()> {
-        self.client
+        self.client()
+            .await
             .send_message()
             .queue_url(self.queue_url()?)
             .message_body(serde_json::to_string(msg)?)
@@ -70,7 +79,8 @@ impl Queue for JobQueue {
     }
 
     async fn send_to(&self, url: &str, body: &serde_json::Value) -> anyhow::Result<()> {
-        self.client
+        self.client()
+            .await
             .send_message()
             .queue_url(url)
             .message_body(serde_json::to_string(body)?)
@@ -82,7 +92,8 @@ impl Queue for JobQueue {
 
     async fn receive_dead_letters(&self) -> anyhow::Result<Vec<DeadLetter>> {
         let out = self
-            .client
+            .client()
+            .await
             .receive_message()
             .queue_url(self.dlq_url()?)
             .max_number_of_messages(10)
@@ -104,7 +115,8 @@ impl Queue for JobQueue {
     }
 
     async fn delete_dead_letter(&self, receipt_handle: &str) -> anyhow::Result<()> {
-        self.client
+        self.client()
+            .await
             .delete_message()
             .queue_url(self.dlq_url()?)
             .receipt_handle(receipt_handle)
@@ -115,7 +127,8 @@ impl Queue for JobQueue {
     }
 
     async fn ping(&self) -> anyhow::Result<()> {
-        self.client
+        self.client()
+            .await
             .get_queue_attributes()
             .queue_url(self.queue_url()?)
             .send()

@@ -31,13 +31,13 @@ pub async fn read_list(sdk: &SdkConfig, name: &str) -> anyhow::Result<Vec<Secret
 
 /// A list of secrets read from SSM on first use (and again after a failed read), not at init.
 pub struct LazySecrets {
-    sdk: SdkConfig,
+    sdk: crate::lazy::SdkSource,
     param: String,
     secrets: tokio::sync::OnceCell<Vec<Secret>>,
 }
 
 impl LazySecrets {
-    pub fn new(sdk: &SdkConfig, param: &str) -> Self {
+    pub fn new(sdk: &crate::lazy::SdkSource, param: &str) -> Self {
         Self {
             sdk: sdk.clone(),
             param: param.to_string(),
@@ -47,7 +47,7 @@ impl LazySecrets {
 
     pub async fn get(&self) -> anyhow::Result<&[Secret]> {
         self.secrets
-            .get_or_try_init(|| read_list(&self.sdk, &self.param))
+            .get_or_try_init(|| async { read_list(self.sdk.get().await, &self.param).await })
             .await
             .map(Vec::as_slice)
     }

@@ -12,7 +12,7 @@ use sha2::Sha256;
 
 use crate::helpers::*;
 
-fn png(w: u32, h: u32, colour: [u8; 3]) -> Vec<u8> {
+pub(crate) fn png(w: u32, h: u32, colour: [u8; 3]) -> Vec<u8> {
     let img = image::RgbImage::from_fn(w, h, |x, y| {
         image::Rgb([
             colour[0].wrapping_add((x % 16) as u8),
@@ -89,7 +89,7 @@ impl TestApp {
             .unwrap()
     }
 
-    async fn new_upload(&self, user: &User, content_type: &str, size: usize) -> Value {
+    pub(crate) async fn new_upload(&self, user: &User, content_type: &str, size: usize) -> Value {
         let resp = self
             .send(
                 Method::POST,
@@ -103,7 +103,7 @@ impl TestApp {
     }
 
     /// Sends `bytes` with the upload form, as a browser would.
-    async fn post_form(&self, upload: &Value, bytes: Vec<u8>) -> u16 {
+    pub(crate) async fn post_form(&self, upload: &Value, bytes: Vec<u8>) -> u16 {
         let form_spec = &upload["upload"];
         let mut form = reqwest::multipart::Form::new();
         for (k, v) in form_spec["fields"].as_object().unwrap() {
@@ -131,7 +131,7 @@ impl TestApp {
     }
 
     /// A checked, ready upload of `bytes` (PNG); returns its id.
-    async fn ready_upload(&self, user: &User, bytes: Vec<u8>) -> String {
+    pub(crate) async fn ready_upload(&self, user: &User, bytes: Vec<u8>) -> String {
         let upload = self.new_upload(user, "image/png", bytes.len()).await;
         let status = self.post_form(&upload, bytes).await;
         assert!((200..300).contains(&status), "the form upload: {status}");
@@ -141,7 +141,12 @@ impl TestApp {
         id
     }
 
-    async fn patch_image(&self, user: &User, id: &str, body: Value) -> reqwest::Response {
+    pub(crate) async fn patch_image(
+        &self,
+        user: &User,
+        id: &str,
+        body: Value,
+    ) -> reqwest::Response {
         self.send(
             Method::PATCH,
             &format!("/v1/images/{id}"),
@@ -151,7 +156,7 @@ impl TestApp {
         .await
     }
 
-    async fn anonymous(&self, path: &str) -> reqwest::Response {
+    pub(crate) async fn anonymous(&self, path: &str) -> reqwest::Response {
         self.send(Method::GET, path, None, None).await
     }
 
@@ -171,7 +176,7 @@ impl TestApp {
     }
 
     /// A finished generation's first image id.
-    async fn image_of_new_generation(&self, user: &User, prompt: &str) -> String {
+    pub(crate) async fn image_of_new_generation(&self, user: &User, prompt: &str) -> String {
         let id = self.create(user, gen_body(prompt)).await;
         self.drain().await;
         let job = self.job(user, &id).await;

@@ -34,16 +34,28 @@ async fn http(app: &TestApp, name: &str) -> (u16, Value) {
 async fn send(app: &TestApp, name: &str, event: &str) -> (u16, Value) {
     let req = lambda_http::request::from_str(event).unwrap_or_else(|e| panic!("{name}: {e}"));
     let resp = match name.split('-').next().unwrap() {
-        "account" => account::handle(app.app(), req).await,
-        "generations" => generations::handle(app.app(), req).await,
-        "public" => public::handle(app.app(), req).await,
-        "admin" => admin::handle(app.app(), req).await,
-        "stripe" => stripe_webhook::handle(app.app(), req).await,
-        "billing" => billing::handle(app.app(), req).await,
-        "uploads" => uploads::handle(app.app(), req).await,
-        "images" => images::handle(app.app(), req).await,
-        "gallery" => gallery::handle(app.app(), req).await,
-        "exports" => exports::handle(app.app(), req).await,
+        "account" => Box::pin(account::handle(&app.app().only(account::PORTS), req)).await,
+        "generations" => {
+            Box::pin(generations::handle(
+                &app.app().only(generations::PORTS),
+                req,
+            ))
+            .await
+        }
+        "public" => Box::pin(public::handle(&app.app().only(public::PORTS), req)).await,
+        "admin" => Box::pin(admin::handle(&app.app().only(admin::PORTS), req)).await,
+        "stripe" => {
+            Box::pin(stripe_webhook::handle(
+                &app.app().only(stripe_webhook::PORTS),
+                req,
+            ))
+            .await
+        }
+        "billing" => Box::pin(billing::handle(&app.app().only(billing::PORTS), req)).await,
+        "uploads" => Box::pin(uploads::handle(&app.app().only(uploads::PORTS), req)).await,
+        "images" => Box::pin(images::handle(&app.app().only(images::PORTS), req)).await,
+        "gallery" => Box::pin(gallery::handle(&app.app().only(gallery::PORTS), req)).await,
+        "exports" => Box::pin(exports::handle(&app.app().only(exports::PORTS), req)).await,
         other => panic!("no HTTP function {other}"),
     }
     .unwrap();
@@ -231,27 +243,36 @@ async fn every_sample_event_runs_through_its_handler() {
     );
 
     let sqs: SqsEvent = serde_json::from_str(&read("generate-sqs.json")).unwrap();
-    let resp = generate::handle(app.app(), LambdaEvent::new(sqs, ctx()))
-        .await
-        .unwrap();
+    let resp = Box::pin(generate::handle(
+        &app.app().only(generate::PORTS),
+        LambdaEvent::new(sqs, ctx()),
+    ))
+    .await
+    .unwrap();
     assert!(
         resp.batch_item_failures.is_empty(),
         "a message for an unknown job is a no-op"
     );
     seen.push("generate-sqs.json".into());
     let sqs: SqsEvent = serde_json::from_str(&read("export-sqs.json")).unwrap();
-    let resp = export::handle(app.app(), LambdaEvent::new(sqs, ctx()))
-        .await
-        .unwrap();
+    let resp = Box::pin(export::handle(
+        &app.app().only(export::PORTS),
+        LambdaEvent::new(sqs, ctx()),
+    ))
+    .await
+    .unwrap();
     assert!(
         resp.batch_item_failures.is_empty(),
         "a message for an unknown export is a no-op"
     );
     seen.push("export-sqs.json".into());
     let schedule: Value = serde_json::from_str(&read("retention-sweep-schedule.json")).unwrap();
-    let report = retention_sweep::handle(app.app(), LambdaEvent::new(schedule, ctx()))
-        .await
-        .unwrap();
+    let report = Box::pin(retention_sweep::handle(
+        &app.app().only(retention_sweep::PORTS),
+        LambdaEvent::new(schedule, ctx()),
+    ))
+    .await
+    .unwrap();
     assert_eq!(report.errors, 0, "{report:?}");
     seen.push("retention-sweep-schedule.json".into());
 

@@ -46,15 +46,26 @@ pub async fn spawn_app() -> TestApp {
 /// A stack whose configuration is overridden by `env` (e.g. `IMAGE_PROVIDER`); tests drive the
 /// worker and the sweep themselves.
 pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
-    spawn(env, false, None).await
+    spawn(env, false, None, None).await
+}
+
+/// A stack whose application's AWS calls are counted into the returned log.
+pub async fn spawn_counted() -> (TestApp, Arc<devstack::calls::CallLog>) {
+    let log = Arc::new(devstack::calls::CallLog::default());
+    (spawn(&[], false, None, Some(log.clone())).await, log)
 }
 
 /// A stack like `infra/dev` runs it: the dev host polls the queue and fires the sweep itself.
 pub async fn spawn_dev_host(sweep_every: Duration) -> TestApp {
-    spawn(&[], true, Some(sweep_every)).await
+    spawn(&[], true, Some(sweep_every), None).await
 }
 
-async fn spawn(env: &[(&str, &str)], run_workers: bool, sweep_every: Option<Duration>) -> TestApp {
+async fn spawn(
+    env: &[(&str, &str)],
+    run_workers: bool,
+    sweep_every: Option<Duration>,
+    calls: Option<Arc<devstack::calls::CallLog>>,
+) -> TestApp {
     shared::telemetry::init_for_tests();
     let stack = start(StackOptions {
         prefix: unique("t"),
@@ -69,6 +80,7 @@ async fn spawn(env: &[(&str, &str)], run_workers: bool, sweep_every: Option<Dura
         sweep_every,
         retry_delay_secs: 0,
         jwt_secret: "test-secret".into(),
+        calls,
     })
     .await
     .expect("local stack starts");

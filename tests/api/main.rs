@@ -10,6 +10,7 @@ mod account_deletion;
 mod accounts;
 mod admin;
 mod billing;
+mod calls;
 mod consents;
 mod content;
 mod contract;

@@ -75,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         sweep_every: None,
         retry_delay_secs: 2,
         jwt_secret: "bench".into(),
+        calls: None,
     })
     .await?;
     let base = format!("http://{}", stack.addr);

@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         sweep_every: None,
         retry_delay_secs: 2,
         jwt_secret: "bench".into(),
+        calls: None,
     })
     .await?;
     let app = stack.app.clone();

@@ -128,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
         sweep_every: Some(Duration::from_secs(10)),
         retry_delay_secs: 2,
         jwt_secret: "bench".into(),
+        calls: None,
     })
     .await?;
     let base = format!("http://{}", stack.addr);

@@ -32,7 +32,8 @@ impl Store {
             );
             while let Some(req) = request.take() {
                 let out = self
-                    .client
+                    .client()
+                    .await
                     .batch_get_item()
                     .request_items(&self.table, req)
                     .send()

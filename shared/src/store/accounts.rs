@@ -96,7 +96,8 @@ fn profile_from_item(item: &Item) -> anyhow::Result<Profile> {
 impl Store {
     pub async fn get_profile(&self, user_id: &str) -> anyhow::Result<Option<Profile>> {
         let out = self
-            .client
+            .client()
+            .await
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), PROFILE)))
@@ -149,7 +150,7 @@ impl Store {
                 now,
             )?);
         }
-        match transact(&self.client, "onboard", items).await? {
+        match transact(self.client().await, "onboard", items).await? {
             TxnOutcome::Committed => {
                 let p = self
                     .get_profile(user_id)
@@ -177,7 +178,8 @@ impl Store {
         let mut sets = vec!["updated_at = :now".to_string()];
         let mut removes = Vec::new();
         let mut req = self
-            .client
+            .client()
+            .await
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), PROFILE)))
@@ -218,7 +220,8 @@ impl Store {
     /// Flags an account (a reversal left its balance negative).
     pub async fn flag_account(&self, user_id: &str, flag: &str) -> anyhow::Result<()> {
         let result = self
-            .client
+            .client()
+            .await
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), PROFILE)))
@@ -233,7 +236,7 @@ impl Store {
 
     /// K1: counts refused under-13 sign-ups per day, with no identity attached.
     pub async fn count_age_refusal(&self, day: NaiveDate) -> anyhow::Result<()> {
-        self.client
+        self.client().await
             .update_item()
             .table_name(&self.table)
             .key(PK, s("STATS#age_refusals"))
@@ -264,7 +267,8 @@ impl Store {
 
     pub async fn age_refusals(&self, day: NaiveDate) -> anyhow::Result<u64> {
         let out = self
-            .client
+            .client()
+            .await
             .get_item()
             .table_name(&self.table)
             .key(PK, s("STATS#age_refusals"))
@@ -282,7 +286,8 @@ impl Store {
     /// Whether any item of the user's partition exists (tests of K1 use it).
     pub async fn user_item_count(&self, user_id: &str) -> anyhow::Result<usize> {
         let out = self
-            .client
+            .client()
+            .await
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk")

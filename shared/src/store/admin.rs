@@ -257,7 +257,12 @@ impl Store {
         record: &AuditRecord,
         keep_until: DateTime<Utc>,
     ) -> anyhow::Result<()> {
-        transact(&self.client, "audit", self.audit_items(record, keep_until)?).await?;
+        transact(
+            self.client().await,
+            "audit",
+            self.audit_items(record, keep_until)?,
+        )
+        .await?;
         Ok(())
     }
 
@@ -288,14 +293,15 @@ impl Store {
         }
         let mut items = vec![self.put(item, Some("attribute_not_exists(pk)"))?];
         items.extend(self.audit_items(audit, keep_until)?);
-        transact(&self.client, "place hold", items).await?;
+        transact(self.client().await, "place hold", items).await?;
         Ok(())
     }
 
     /// Notes that the hold's objects lost the backstop tag.
     pub async fn mark_hold_untagged(&self, id: &str) -> anyhow::Result<()> {
         let result = self
-            .client
+            .client()
+            .await
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(HOLD_PK, id)))
@@ -352,7 +358,7 @@ impl Store {
             .build()];
         items.extend(self.audit_items(audit, keep_until)?);
         Ok(matches!(
-            transact(&self.client, "lift hold", items).await?,
+            transact(self.client().await, "lift hold", items).await?,
             TxnOutcome::Committed
         ))
     }
@@ -389,7 +395,7 @@ impl Store {
         )?);
         items.extend(self.audit_items(audit, keep_until)?);
         let committed = matches!(
-            transact(&self.client, "file child report", items).await?,
+            transact(self.client().await, "file child report", items).await?,
             TxnOutcome::Committed
         );
         if committed {
@@ -459,7 +465,7 @@ impl Store {
     ) -> anyhow::Result<bool> {
         let items = self.review_items(review, keep_until, now)?;
         Ok(matches!(
-            transact(&self.client, "review child report", items).await?,
+            transact(self.client().await, "review child report", items).await?,
             TxnOutcome::Committed
         ))
     }
@@ -483,7 +489,8 @@ impl Store {
         let sk = keys::rate_sk(action.name(), &window_start.to_string());
         let spec = crate::datamap::spec_of(kind);
         let result = self
-            .client
+            .client()
+            .await
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(pk, &sk)))

@@ -202,7 +202,8 @@ impl Store {
 
     pub async fn event_applied(&self, event_id: &str) -> anyhow::Result<bool> {
         let out = self
-            .client
+            .client()
+            .await
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key(event_pk(event_id), EVENT)))
@@ -265,7 +266,7 @@ impl Store {
         let mut items = vec![self.event_marker(event_id, event_type, now)?];
         items.extend(self.payment_items(payment, keep_until)?);
         Ok(
-            match transact(&self.client, "stripe payment link", items).await? {
+            match transact(self.client().await, "stripe payment link", items).await? {
                 TxnOutcome::Committed => Applied::Done,
                 TxnOutcome::ConditionFailed(_) => Applied::Duplicate,
             },
@@ -291,7 +292,7 @@ impl Store {
             items.extend(self.payment_items(p, keep_until)?);
             items.push(self.spend_item(grant.user_id, p.amount, now)?);
         }
-        let outcome = transact(&self.client, "stripe grant", items).await?;
+        let outcome = transact(self.client().await, "stripe grant", items).await?;
         Ok(match outcome {
             TxnOutcome::Committed => Applied::Done,
             _ if outcome.failed_at(3) => Applied::AccountGone,
@@ -329,7 +330,8 @@ impl Store {
     /// What the user paid this month.
     pub async fn spent_this_month(&self, user_id: &str, now: DateTime<Utc>) -> anyhow::Result<u64> {
         let out = self
-            .client
+            .client()
+            .await
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), spend_sk(now))))
@@ -358,7 +360,7 @@ impl Store {
             self.account_active(user_id)?,
             TransactWriteItem::builder().update(update).build(),
         ];
-        let outcome = transact(&self.client, "stripe customer", items).await?;
+        let outcome = transact(self.client().await, "stripe customer", items).await?;
         Ok(match outcome {
             TxnOutcome::Committed => Some(true),
             _ if outcome.failed_at(0) => None,
@@ -432,7 +434,8 @@ impl Store {
             keys::EXP_AT.into(),
             n((now + Duration::hours(24)).timestamp()),
         );
-        self.client
+        self.client()
+            .await
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -470,7 +473,8 @@ impl Store {
         user_id: &str,
         session_id: &str,
     ) -> anyhow::Result<()> {
-        self.client
+        self.client()
+            .await
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key(
@@ -557,7 +561,7 @@ impl Store {
             items.push(self.balance_change(&current.user_id, -delta)?);
         }
         Ok(matches!(
-            transact(&self.client, "stripe reversal", items).await?,
+            transact(self.client().await, "stripe reversal", items).await?,
             TxnOutcome::Committed
         ))
     }
@@ -613,7 +617,7 @@ impl Store {
             self.account_active(user_id)?,
             TransactWriteItem::builder().update(update).build(),
         ];
-        let outcome = transact(&self.client, "stripe subscription", items).await?;
+        let outcome = transact(self.client().await, "stripe subscription", items).await?;
         Ok(match outcome {
             TxnOutcome::Committed => StateOutcome::Stored,
             _ if outcome.failed_at(0) => StateOutcome::AccountGone,

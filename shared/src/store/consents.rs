@@ -122,7 +122,7 @@ impl Store {
                 .build()
         };
         let items = vec![put(current, true)?, put(entry, false)?, profile];
-        let outcome = transact(&self.client, "record consent", items).await?;
+        let outcome = transact(self.client().await, "record consent", items).await?;
         let recorded = match &outcome {
             TxnOutcome::Committed => Recorded::Committed,
             o if o.failed_at(2) => Recorded::Inactive,

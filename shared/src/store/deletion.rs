@@ -277,7 +277,8 @@ impl Store {
     ) -> anyhow::Result<()> {
         // The pointer first: a record never exists without it.
         for item in [self.pointer_item(record), self.deletion_item(record, due)?] {
-            self.client
+            self.client()
+                .await
                 .put_item()
                 .table_name(&self.table)
                 .set_item(Some(item))
@@ -314,7 +315,8 @@ impl Store {
             key(deletion_pk(id), RECORD),
             key(user_pk(user_id), keys::delref_sk(id)),
         ] {
-            self.client
+            self.client()
+                .await
                 .delete_item()
                 .table_name(&self.table)
                 .set_key(Some(k))
@@ -335,7 +337,8 @@ impl Store {
     ) -> anyhow::Result<()> {
         let mut expr = "SET exp_at = :due ADD attempts :one".to_string();
         let mut req = self
-            .client
+            .client()
+            .await
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(deletion_pk(id), RECORD)))
@@ -360,7 +363,8 @@ impl Store {
     /// Parks a record under a hold: out of the due partitions until a hold ends.
     pub async fn park_deletion_record(&self, id: &str) -> anyhow::Result<()> {
         let result = self
-            .client
+            .client()
+            .await
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(deletion_pk(id), RECORD)))
@@ -387,7 +391,8 @@ impl Store {
     /// Makes one parked record due at `now`.
     pub async fn unpark_deletion_record(&self, id: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
         let result = self
-            .client
+            .client()
+            .await
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(deletion_pk(id), RECORD)))
@@ -418,7 +423,8 @@ impl Store {
     /// Deletes one item named by a record; a missing item is already gone.
     pub async fn delete_named_item(&self, item: &ItemRef) -> anyhow::Result<()> {
         let mut req = self
-            .client
+            .client()
+            .await
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key(&item.pk, &item.sk)));

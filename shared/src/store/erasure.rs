@@ -139,7 +139,7 @@ impl Store {
         let mut items = vec![change];
         items.extend(self.audit_items(audit, keep_until)?);
         let committed = matches!(
-            transact(&self.client, "suspension", items).await?,
+            transact(self.client().await, "suspension", items).await?,
             TxnOutcome::Committed
         );
         if committed {
@@ -164,7 +164,7 @@ impl Store {
         let mut items = vec![self.suspend_item(user_id, reason, SYSTEM_ACTOR, true, now)?];
         items.extend(self.audit_items(audit, keep_until)?);
         let committed = matches!(
-            transact(&self.client, "suspension", items).await?,
+            transact(self.client().await, "suspension", items).await?,
             TxnOutcome::Committed
         );
         if committed {
@@ -226,7 +226,7 @@ impl Store {
             items.extend(self.review_items(review, keep_until, now)?);
         }
         let committed = matches!(
-            transact(&self.client, "deactivate account", items).await?,
+            transact(self.client().await, "deactivate account", items).await?,
             TxnOutcome::Committed
         );
         if committed {
@@ -252,7 +252,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         let result = self
-            .client
+            .client()
+            .await
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(tombstone_pk(&subject_hash(user_id)), ACCOUNT)))
@@ -317,7 +318,8 @@ impl Store {
     }
 
     async fn delete_key(&self, pk: &str, sk: &str) -> anyhow::Result<()> {
-        self.client
+        self.client()
+            .await
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key(pk, sk)))
@@ -363,8 +365,12 @@ impl Store {
                     .build()?,
             )
             .build();
-        if let TxnOutcome::ConditionFailed(_) =
-            transact(&self.client, "anonymize ledger entry", vec![put, delete]).await?
+        if let TxnOutcome::ConditionFailed(_) = transact(
+            self.client().await,
+            "anonymize ledger entry",
+            vec![put, delete],
+        )
+        .await?
         {
             // Moved by an earlier, interrupted run: only the original is left to delete.
             self.delete_key(&user_pk(user_id), sk).await?;
@@ -387,7 +393,8 @@ impl Store {
         for (i, field) in fields.iter().enumerate() {
             let name = format!("#f{i}");
             let result = self
-                .client
+                .client()
+                .await
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(key(ref_pk, ref_sk)))

@@ -93,11 +93,13 @@ impl Store {
                 )
                 .build(),
         ];
-        Ok(match transact(&self.client, "start export", items).await? {
-            TxnOutcome::Committed => Started::Created,
-            o if o.failed_at(0) => Started::InProgress,
-            _ => Started::Inactive,
-        })
+        Ok(
+            match transact(self.client().await, "start export", items).await? {
+                TxnOutcome::Committed => Started::Created,
+                o if o.failed_at(0) => Started::InProgress,
+                _ => Started::Inactive,
+            },
+        )
     }
 
     pub async fn get_export(
@@ -134,7 +136,8 @@ impl Store {
     ) -> anyhow::Result<bool> {
         let mut expr = "SET #st = :to".to_string();
         let mut req = self
-            .client
+            .client()
+            .await
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), export_sk(id))))
@@ -163,7 +166,8 @@ impl Store {
     /// Releases the user's export lock if `export_id` holds it.
     pub async fn release_export_lock(&self, user_id: &str, export_id: &str) -> anyhow::Result<()> {
         let result = self
-            .client
+            .client()
+            .await
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), EXPORT_ACTIVE)))
@@ -195,7 +199,7 @@ impl Store {
         let mut items = vec![TransactWriteItem::builder().update(hide).build()];
         items.extend(self.deletion_record_put(&record, now)?);
         Ok(
-            match transact(&self.client, "delete export", items).await? {
+            match transact(self.client().await, "delete export", items).await? {
                 TxnOutcome::Committed => Some(record),
                 TxnOutcome::ConditionFailed(_) => None,
             },

@@ -215,17 +215,19 @@ impl Store {
         if let Some(id) = c.pending_record {
             items.extend(self.deletion_record_delete(c.user_id, id)?);
         }
-        Ok(match transact(&self.client, "change image", items).await? {
-            TxnOutcome::Committed => Changed::Applied,
-            // Which condition failed: the account's, or the generation's.
-            outcome @ TxnOutcome::ConditionFailed(_) => {
-                if listed_at.is_some_and(|at| outcome.failed_at(at)) && !outcome.failed_at(0) {
-                    Changed::NotListed
-                } else {
-                    Changed::Conflict
+        Ok(
+            match transact(self.client().await, "change image", items).await? {
+                TxnOutcome::Committed => Changed::Applied,
+                // Which condition failed: the account's, or the generation's.
+                outcome @ TxnOutcome::ConditionFailed(_) => {
+                    if listed_at.is_some_and(|at| outcome.failed_at(at)) && !outcome.failed_at(0) {
+                        Changed::NotListed
+                    } else {
+                        Changed::Conflict
+                    }
                 }
-            }
-        })
+            },
+        )
     }
 
     /// Hides one image of a generation, removes it from the gallery and commits the deletion
@@ -269,7 +271,7 @@ impl Store {
         ];
         items.extend(self.deletion_record_put(record, now)?);
         Ok(matches!(
-            transact(&self.client, "delete image", items).await?,
+            transact(self.client().await, "delete image", items).await?,
             TxnOutcome::Committed
         ))
     }
@@ -318,7 +320,7 @@ impl Store {
                 let id = image_id(&job.id, index);
                 if !listed {
                     transact(
-                        &self.client,
+                        self.client().await,
                         "unlist image",
                         vec![self.gallery_delete_item(&id)?],
                     )
@@ -344,7 +346,7 @@ impl Store {
                     self.listed_check(user_id)?,
                 ];
                 // A failed condition: unpublished or suspended meanwhile, nothing to list.
-                transact(&self.client, "relist image", items).await?;
+                transact(self.client().await, "relist image", items).await?;
             }
         }
         Ok(())
@@ -399,7 +401,8 @@ impl Store {
         item.extend(serde_dynamo::to_item::<_, Item>(d)?);
         item.insert(keys::EXP_PK.into(), s(keys::exp_pk(&d.id)));
         item.insert(keys::EXP_AT.into(), n(delete_at));
-        self.client
+        self.client()
+            .await
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))

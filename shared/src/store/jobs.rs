@@ -317,7 +317,7 @@ impl Store {
         for r in &c.references {
             items.push(self.reference_use_item(c.user_id, r, c.now)?);
         }
-        let outcome = transact(&self.client, "create generation", items).await?;
+        let outcome = transact(self.client().await, "create generation", items).await?;
         if let TxnOutcome::Committed = outcome {
             return Ok(Attempt::Done(CreateOutcome::Created));
         }
@@ -361,7 +361,8 @@ impl Store {
         key_value: &str,
     ) -> anyhow::Result<Option<IdempotencyRecord>> {
         let out = self
-            .client
+            .client()
+            .await
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), idem_sk(key_value))))
@@ -393,7 +394,8 @@ impl Store {
         job_id: &str,
     ) -> anyhow::Result<Option<(Job, Option<String>)>> {
         let out = self
-            .client
+            .client()
+            .await
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), gen_sk(job_id))))
@@ -422,7 +424,8 @@ impl Store {
     ) -> anyhow::Result<(Vec<Job>, Option<String>)> {
         let start = after_sk.map(|sk| key(user_pk(user_id), sk));
         let out = self
-            .client
+            .client()
+            .await
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
@@ -453,7 +456,8 @@ impl Store {
     /// index, where the retention in force decides, and drops its TTL.
     pub async fn reindex_content(&self, user_id: &str, job: &Job) -> anyhow::Result<()> {
         let result = self
-            .client
+            .client()
+            .await
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), gen_sk(&job.id))))
@@ -501,7 +505,8 @@ impl Store {
     ) -> anyhow::Result<ClaimOutcome> {
         let until = now.timestamp() + lease.as_secs() as i64;
         let result = self
-            .client
+            .client()
+            .await
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), gen_sk(job_id))))
@@ -550,7 +555,8 @@ impl Store {
         what: &'static str,
     ) -> anyhow::Result<bool> {
         let mut req = self
-            .client
+            .client()
+            .await
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), gen_sk(job_id))))
@@ -677,7 +683,7 @@ impl Store {
         ];
         items.extend(self.deletion_record_put(&cleanup, now)?);
         Ok(matches!(
-            transact(&self.client, "fail and refund generation", items).await?,
+            transact(self.client().await, "fail and refund generation", items).await?,
             TxnOutcome::Committed
         ))
     }
@@ -754,7 +760,7 @@ impl Store {
                     now,
                 )?);
             }
-            match transact(&self.client, "delete generation", items).await? {
+            match transact(self.client().await, "delete generation", items).await? {
                 TxnOutcome::Committed => return Ok(Some((record, job.status))),
                 // The status moved under us (claimed, finished): read again and retry.
                 TxnOutcome::ConditionFailed(_) => continue,

@@ -89,7 +89,8 @@ impl Store {
     /// The balance and whether it is marked low (an unmarked balance is not), in one read.
     pub async fn balance_state(&self, user_id: &str) -> anyhow::Result<(Option<i64>, bool)> {
         let out = self
-            .client
+            .client()
+            .await
             .get_item()
             .table_name(&self.table)
             .set_key(Some(Self::credits_key(user_id)))
@@ -108,7 +109,8 @@ impl Store {
     /// a crossing is announced once.
     pub async fn mark_low_balance(&self, user_id: &str, low: bool) -> anyhow::Result<bool> {
         let result = self
-            .client
+            .client()
+            .await
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::credits_key(user_id)))
@@ -125,7 +127,8 @@ impl Store {
     /// onboarding.
     pub async fn balance(&self, user_id: &str) -> anyhow::Result<Option<i64>> {
         let out = self
-            .client
+            .client()
+            .await
             .get_item()
             .table_name(&self.table)
             .set_key(Some(Self::credits_key(user_id)))

@@ -55,16 +55,29 @@ use aws_sdk_dynamodb::Client;
 
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
+    client: crate::lazy::Lazy<Client>,
     table: String,
 }
 
 impl Store {
+    /// With a client already built (tests put one with an interceptor in).
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
-            client,
+            client: crate::lazy::Lazy::ready(client),
             table: table.into(),
         }
+    }
+
+    /// With the DynamoDB client built on first use.
+    pub fn lazy(sdk: &crate::lazy::SdkSource, table: impl Into<String>) -> Self {
+        Self {
+            client: crate::lazy::Lazy::new(sdk, Client::new),
+            table: table.into(),
+        }
+    }
+
+    async fn client(&self) -> &Client {
+        self.client.get().await
     }
 
     pub fn table(&self) -> &str {
@@ -74,7 +87,8 @@ impl Store {
     /// A cheap read proving the table is reachable (for `/v1/health`).
     pub async fn ping(&self) -> anyhow::Result<()> {
         use anyhow::Context;
-        self.client
+        self.client()
+            .await
             .get_item()
             .table_name(&self.table)
             .key("pk", item::s("HEALTH"))
@@ -113,7 +127,8 @@ impl Store {
     ) -> anyhow::Result<Option<T>> {
         use anyhow::Context;
         let out = self
-            .client
+            .client()
+            .await
             .get_item()
             .table_name(&self.table)
             .set_key(Some(item::key(pk, sk)))
@@ -140,7 +155,8 @@ impl Store {
         let mut start = None;
         loop {
             let mut req = self
-                .client
+                .client()
+                .await
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression(match sk_prefix {
@@ -189,7 +205,8 @@ impl Store {
     ) -> anyhow::Result<(Vec<T>, Option<String>)> {
         use anyhow::Context;
         let mut req = self
-            .client
+            .client()
+            .await
             .query()
             .table_name(&self.table)
             .key_condition_expression(match sk_prefix {

@@ -32,7 +32,8 @@ impl Store {
             let mut start = None;
             loop {
                 let out = self
-                    .client
+                    .client()
+                    .await
                     .query()
                     .table_name(&self.table)
                     .index_name(index)
@@ -104,7 +105,8 @@ impl Store {
     /// to `until`: an item kept by a hold.
     pub async fn postpone(&self, item: &DueItem, until: DateTime<Utc>) -> anyhow::Result<()> {
         let result = self
-            .client
+            .client()
+            .await
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(&item.pk, &item.sk)))
@@ -122,7 +124,8 @@ impl Store {
     /// the table).
     pub async fn delete_if_due(&self, item: &DueItem, now: DateTime<Utc>) -> anyhow::Result<bool> {
         let result = self
-            .client
+            .client()
+            .await
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key(&item.pk, &item.sk)))

@@ -71,7 +71,8 @@ impl Store {
         item.extend(serde_dynamo::to_item::<_, Item>(record)?);
         item.insert(keys::EXP_PK.into(), s(keys::exp_pk(&record.id)));
         item.insert(keys::EXP_AT.into(), n(delete_at));
-        self.client
+        self.client()
+            .await
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -100,7 +101,8 @@ impl Store {
         outcome: &Settled,
     ) -> anyhow::Result<bool> {
         let req = self
-            .client
+            .client()
+            .await
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), upload_sk(id))))
@@ -178,7 +180,7 @@ impl Store {
         let mut items = vec![TransactWriteItem::builder().update(hide.build()?).build()];
         items.extend(self.deletion_record_put(&record, now)?);
         Ok(
-            match transact(&self.client, "delete upload", items).await? {
+            match transact(self.client().await, "delete upload", items).await? {
                 TxnOutcome::Committed => Some(record),
                 TxnOutcome::ConditionFailed(_) => None,
             },

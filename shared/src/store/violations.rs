@@ -36,7 +36,8 @@ impl Store {
         item.extend(serde_dynamo::to_item::<_, Item>(v)?);
         item.insert(keys::EXP_PK.into(), s(keys::content_pk(&v.id)));
         item.insert(keys::EXP_AT.into(), n(at));
-        self.client
+        self.client()
+            .await
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -60,7 +61,8 @@ impl Store {
         let mut start: Option<Item> = None;
         loop {
             let out = self
-                .client
+                .client()
+                .await
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
@@ -90,7 +92,8 @@ impl Store {
         index_time: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         let result = self
-            .client
+            .client()
+            .await
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), sk)))
@@ -106,7 +109,8 @@ impl Store {
     /// Removes one refusal (R1 expiry).
     pub async fn delete_violation(&self, user_id: &str, sk: &str) -> anyhow::Result<()> {
         use anyhow::Context;
-        self.client
+        self.client()
+            .await
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), sk)))

@@ -1,0 +1,546 @@
+//! The AWS calls of every API route and background duty, counted at the application's HTTPS
+//! client (`devstack::calls`, in front of the real one) against the emulator, and asserted
+//! against the table below (the README shows the same table). Each row is the minimum the
+//! design needs; the comments say why a row has more than one call.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// What one operation sent, as `service:Operation` with a count when more than one, sorted.
+fn summary(calls: &[String]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in calls {
+        *counts.entry(c.as_str()).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return "-".into();
+    }
+    counts
+        .into_iter()
+        .map(|(c, n)| {
+            if n == 1 {
+                c.to_string()
+            } else {
+                format!("{c} x{n}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The expected calls of each operation.
+const EXPECTED: &[(&str, &str)] = &[
+    ("GET /v1/health", "dynamodb:GetItem, s3:HeadObject, sqs:GetQueueAttributes"),
+    ("GET /v1/policy", "-"),
+    ("GET /v1/openapi.json", "-"),
+    ("POST /v1/me (onboarding)", "dynamodb:GetItem x4, dynamodb:TransactWriteItems, events:PutEvents"),
+    ("GET /v1/me", "dynamodb:GetItem x2"),
+    ("PATCH /v1/me", "dynamodb:GetItem x2, dynamodb:UpdateItem"),
+    ("GET /v1/me/consents", "dynamodb:GetItem, dynamodb:Query x2"),
+    ("PUT /v1/me/consents/{purpose}", "dynamodb:GetItem x3, dynamodb:Query x4, dynamodb:TransactWriteItems, events:PutEvents"),
+    ("POST /v1/uploads", "dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem"),
+    ("GET /v1/uploads/{id} (first: checks the file)", "dynamodb:GetItem x3, dynamodb:Query x2, dynamodb:UpdateItem, s3:DeleteObjects, s3:GetObject, s3:HeadObject, s3:ListObjectsV2, s3:PutObject"),
+    ("GET /v1/uploads/{id} (checked)", "dynamodb:GetItem x2"),
+    ("POST /v1/generations", "dynamodb:GetItem x3, dynamodb:TransactWriteItems, dynamodb:UpdateItem, sqs:SendMessage"),
+    ("generate (one job, one image)", "dynamodb:GetItem x2, dynamodb:Query, dynamodb:UpdateItem x2, events:PutEvents, s3:GetObject, s3:PutObject"),
+    ("GET /v1/generations/{id}", "dynamodb:GetItem x2"),
+    ("GET /v1/generations", "dynamodb:GetItem, dynamodb:Query"),
+    ("GET /v1/images/{id}", "dynamodb:GetItem x2"),
+    ("PATCH /v1/images/{id} (publish)", "dynamodb:GetItem x3, dynamodb:PutItem x2, dynamodb:Query, dynamodb:TransactWriteItems, s3:GetObject, s3:PutObject"),
+    ("GET /v1/gallery", "dynamodb:BatchGetItem, dynamodb:Query, dynamodb:UpdateItem"),
+    ("GET /v1/gallery/{id}", "dynamodb:BatchGetItem, dynamodb:GetItem, dynamodb:UpdateItem"),
+    ("POST /v1/images/{id}/download", "dynamodb:GetItem x2, dynamodb:PutItem, dynamodb:UpdateItem"),
+    ("GET /v1/downloads", "dynamodb:GetItem, dynamodb:Query"),
+    ("GET /v1/me/data", "dynamodb:BatchGetItem, dynamodb:GetItem, dynamodb:Query x2, s3:ListObjectsV2"),
+    ("POST /v1/exports", "dynamodb:GetItem, dynamodb:TransactWriteItems, dynamodb:UpdateItem, sqs:SendMessage"),
+    ("export (one account: 1 generation, 1 image, 1 upload)", "dynamodb:DeleteItem, dynamodb:Query x2, dynamodb:UpdateItem x2, events:PutEvents, s3:CompleteMultipartUpload, s3:CreateMultipartUpload, s3:GetObject x2, s3:UploadPart"),
+    ("GET /v1/exports", "dynamodb:GetItem, dynamodb:Query"),
+    ("GET /v1/exports/{id}", "dynamodb:GetItem x2"),
+    ("retention-sweep (nothing due)", "dynamodb:Query x43, sqs:ReceiveMessage"),
+    ("POST /v1/me/restriction", "dynamodb:GetItem x3, dynamodb:Query x4, dynamodb:TransactWriteItems"),
+    ("DELETE /v1/me/restriction", "dynamodb:GetItem x3, dynamodb:Query x4, dynamodb:TransactWriteItems"),
+    ("POST /v1/reports/child-account", "dynamodb:GetItem x3, dynamodb:Query, dynamodb:TransactWriteItems, dynamodb:UpdateItem"),
+    ("GET /v1/admin/reports", "dynamodb:Query"),
+    ("POST /v1/admin/reports/{id}/dismiss", "dynamodb:GetItem x4, dynamodb:Query x2, dynamodb:TransactWriteItems x2"),
+    ("POST /v1/admin/reports/{id}/confirm (deactivates the account)", "dynamodb:GetItem x5, dynamodb:Query x3, dynamodb:TransactWriteItems"),
+    ("POST /v1/admin/holds", "dynamodb:GetItem, dynamodb:TransactWriteItems, dynamodb:UpdateItem, s3:DeleteObjectTagging x3, s3:ListObjectsV2"),
+    ("GET /v1/admin/holds", "dynamodb:Query"),
+    ("DELETE /v1/admin/holds/{id}", "dynamodb:GetItem, dynamodb:Query x9, dynamodb:TransactWriteItems, s3:ListObjectsV2, s3:PutObjectTagging x3"),
+    ("POST /v1/admin/users/{id}/suspension", "dynamodb:GetItem, dynamodb:Query, dynamodb:TransactWriteItems"),
+    ("DELETE /v1/admin/users/{id}/suspension", "dynamodb:GetItem, dynamodb:Query, dynamodb:TransactWriteItems"),
+    ("GET /v1/admin/audit", "dynamodb:Query"),
+    ("GET /v1/billing", "dynamodb:GetItem x5"),
+    ("GET /v1/billing/ledger", "dynamodb:GetItem, dynamodb:Query"),
+    ("PUT /v1/billing/spend-cap", "dynamodb:GetItem x6, dynamodb:TransactWriteItems"),
+    ("POST /v1/billing/checkout (first: creates the customer)", "dynamodb:GetItem x4, dynamodb:PutItem, dynamodb:Query, dynamodb:TransactWriteItems, dynamodb:UpdateItem, ssm:GetParameter"),
+    ("POST /v1/billing/checkout", "dynamodb:GetItem x4, dynamodb:PutItem, dynamodb:Query, dynamodb:UpdateItem"),
+    ("POST /v1/webhooks/stripe (checkout.session.completed, a pack)", "dynamodb:DeleteItem, dynamodb:GetItem x2, dynamodb:TransactWriteItems, events:PutEvents, ssm:GetParameter"),
+    ("POST /v1/billing/portal", "dynamodb:GetItem x2, dynamodb:UpdateItem"),
+    ("GET /v1/billing/invoices", "dynamodb:GetItem x2"),
+    ("DELETE /v1/images/{id}", "dynamodb:DeleteItem x2, dynamodb:GetItem x3, dynamodb:Query, dynamodb:TransactWriteItems, s3:DeleteObjects x2, s3:ListObjectsV2 x2"),
+    ("DELETE /v1/generations/{id}", "dynamodb:DeleteItem x3, dynamodb:GetItem x3, dynamodb:Query, dynamodb:TransactWriteItems, s3:ListObjectsV2"),
+    ("DELETE /v1/uploads/{id}", "dynamodb:DeleteItem, dynamodb:GetItem x3, dynamodb:Query, dynamodb:TransactWriteItems, dynamodb:UpdateItem, s3:DeleteObjects, s3:ListObjectsV2"),
+    ("DELETE /v1/me", "dynamodb:GetItem x5, dynamodb:Query x3, dynamodb:TransactWriteItems, events:PutEvents"),
+    ("GET /v1/me/deletion", "dynamodb:GetItem"),
+];
+
+struct Counter {
+    log: Arc<devstack::calls::CallLog>,
+    rows: Vec<(String, String)>,
+}
+
+impl Counter {
+    fn start(&self) {
+        self.log.take();
+    }
+    fn record(&mut self, operation: &str) -> String {
+        let s = summary(&self.log.take());
+        self.rows.push((operation.to_string(), s.clone()));
+        s
+    }
+}
+
+/// A successful answer's JSON body (the operation is measured only when it did its work).
+async fn expect_ok(resp: reqwest::Response) -> Value {
+    let got = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    assert!((200..300).contains(&got), "{got}: {body}");
+    serde_json::from_str(&body).unwrap_or(Value::Null)
+}
+
+/// Every route and duty, with the number and kind of AWS calls it makes.
+#[tokio::test]
+async fn every_operation_makes_the_minimum_aws_calls() {
+    let (app, log) = spawn_counted().await;
+    let mut c = Counter {
+        log,
+        rows: Vec::new(),
+    };
+    let user = app.new_user().await;
+    let other = app.onboarded_user().await;
+    let admin = app.admin().await;
+
+    // Public.
+    for path in ["/v1/health", "/v1/policy", "/v1/openapi.json"] {
+        c.start();
+        expect_ok(app.send(Method::GET, path, None, None).await).await;
+        c.record(&format!("GET {path}"));
+    }
+
+    // Account.
+    c.start();
+    expect_ok(
+        app.send(
+            Method::POST,
+            "/v1/me",
+            Some(&user),
+            Some(json!({"display_name": "Ada", "age_confirmed": true})),
+        )
+        .await,
+    )
+    .await;
+    c.record("POST /v1/me (onboarding)");
+    c.start();
+    expect_ok(app.get("/v1/me", &user).await).await;
+    c.record("GET /v1/me");
+    c.start();
+    expect_ok(
+        app.send(
+            Method::PATCH,
+            "/v1/me",
+            Some(&user),
+            Some(json!({"display_name": "Ada L."})),
+        )
+        .await,
+    )
+    .await;
+    c.record("PATCH /v1/me");
+    c.start();
+    expect_ok(app.get("/v1/me/consents", &user).await).await;
+    c.record("GET /v1/me/consents");
+    c.start();
+    expect_ok(
+        app.send(
+            Method::PUT,
+            "/v1/me/consents/marketing_email",
+            Some(&user),
+            Some(json!({"granted": true})),
+        )
+        .await,
+    )
+    .await;
+    c.record("PUT /v1/me/consents/{purpose}");
+
+    // Uploads.
+    let bytes = crate::content::png(32, 32, [200, 30, 30]);
+    c.start();
+    let upload = app.new_upload(&user, "image/png", bytes.len()).await;
+    c.record("POST /v1/uploads");
+    let upload_id = upload["id"].as_str().unwrap().to_string();
+    assert!((200..300).contains(&app.post_form(&upload, bytes).await));
+    c.start();
+    let checked = expect_ok(app.get(&format!("/v1/uploads/{upload_id}"), &user).await).await;
+    assert_eq!(checked["status"], "ready", "{checked}");
+    c.record("GET /v1/uploads/{id} (first: checks the file)");
+    c.start();
+    expect_ok(app.get(&format!("/v1/uploads/{upload_id}"), &user).await).await;
+    c.record("GET /v1/uploads/{id} (checked)");
+
+    // Generation, the worker, history.
+    c.start();
+    let job = expect_ok(
+        app.generate(
+            &user,
+            json!({"prompt": "a lighthouse at dusk", "size": "1024x1024", "quality": "low",
+                   "n": 1, "reference_ids": [upload_id]}),
+        )
+        .await,
+    )
+    .await;
+    c.record("POST /v1/generations");
+    let gen_id = job["id"].as_str().unwrap().to_string();
+    c.start();
+    app.drain().await;
+    c.record("generate (one job, one image)");
+    c.start();
+    let done = expect_ok(app.get(&format!("/v1/generations/{gen_id}"), &user).await).await;
+    c.record("GET /v1/generations/{id}");
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let image_id = done["images"][0]["id"].as_str().unwrap().to_string();
+    c.start();
+    expect_ok(app.get("/v1/generations", &user).await).await;
+    c.record("GET /v1/generations");
+
+    // Images, the gallery, downloads.
+    c.start();
+    expect_ok(app.get(&format!("/v1/images/{image_id}"), &user).await).await;
+    c.record("GET /v1/images/{id}");
+    c.start();
+    expect_ok(
+        app.patch_image(&user, &image_id, json!({"public": true}))
+            .await,
+    )
+    .await;
+    c.record("PATCH /v1/images/{id} (publish)");
+    c.start();
+    expect_ok(app.anonymous("/v1/gallery").await).await;
+    c.record("GET /v1/gallery");
+    c.start();
+    expect_ok(app.anonymous(&format!("/v1/gallery/{image_id}")).await).await;
+    c.record("GET /v1/gallery/{id}");
+    c.start();
+    expect_ok(
+        app.send(
+            Method::POST,
+            &format!("/v1/images/{image_id}/download"),
+            Some(&user),
+            Some(json!({})),
+        )
+        .await,
+    )
+    .await;
+    c.record("POST /v1/images/{id}/download");
+    c.start();
+    expect_ok(app.get("/v1/downloads", &user).await).await;
+    c.record("GET /v1/downloads");
+
+    // Access and export.
+    c.start();
+    expect_ok(app.get("/v1/me/data", &user).await).await;
+    c.record("GET /v1/me/data");
+    c.start();
+    let export = expect_ok(
+        app.send(Method::POST, "/v1/exports", Some(&user), Some(json!({})))
+            .await,
+    )
+    .await;
+    c.record("POST /v1/exports");
+    let export_id = export["id"].as_str().unwrap().to_string();
+    c.start();
+    app.drain_exports().await;
+    c.record("export (one account: 1 generation, 1 image, 1 upload)");
+    c.start();
+    expect_ok(app.get("/v1/exports", &user).await).await;
+    c.record("GET /v1/exports");
+    c.start();
+    expect_ok(app.get(&format!("/v1/exports/{export_id}"), &user).await).await;
+    c.record("GET /v1/exports/{id}");
+
+    // The sweep with nothing due, twice: its calls must not grow with unexpired content.
+    let now = chrono::Utc::now();
+    c.start();
+    app.sweep_at(now).await;
+    let idle = c.record("retention-sweep (nothing due)");
+    for i in 0..3 {
+        app.create(&other, gen_body(&format!("a quiet harbour {i}")))
+            .await;
+    }
+    app.drain().await;
+    c.start();
+    app.sweep_at(now).await;
+    assert_eq!(
+        summary(&c.log.take()),
+        idle,
+        "the idle sweep's calls grew with unexpired content"
+    );
+
+    // Restriction, reports, admin.
+    c.start();
+    expect_ok(
+        app.send(Method::POST, "/v1/me/restriction", Some(&other), None)
+            .await,
+    )
+    .await;
+    c.record("POST /v1/me/restriction");
+    c.start();
+    expect_ok(
+        app.send(Method::DELETE, "/v1/me/restriction", Some(&other), None)
+            .await,
+    )
+    .await;
+    c.record("DELETE /v1/me/restriction");
+    c.start();
+    let report = expect_ok(
+        app.send(
+            Method::POST,
+            "/v1/reports/child-account",
+            Some(&user),
+            Some(json!({"user_id": other.sub})),
+        )
+        .await,
+    )
+    .await;
+    c.record("POST /v1/reports/child-account");
+    let report_id = report["id"].as_str().unwrap().to_string();
+    c.start();
+    expect_ok(app.get("/v1/admin/reports", &admin).await).await;
+    c.record("GET /v1/admin/reports");
+    c.start();
+    expect_ok(
+        app.send(
+            Method::POST,
+            &format!("/v1/admin/reports/{report_id}/dismiss"),
+            Some(&admin),
+            Some(json!({"reason": "an adult"})),
+        )
+        .await,
+    )
+    .await;
+    c.record("POST /v1/admin/reports/{id}/dismiss");
+    let child = app.onboarded_user().await;
+    let report = expect_ok(
+        app.send(
+            Method::POST,
+            "/v1/reports/child-account",
+            Some(&user),
+            Some(json!({"user_id": child.sub})),
+        )
+        .await,
+    )
+    .await;
+    c.start();
+    expect_ok(
+        app.send(
+            Method::POST,
+            &format!(
+                "/v1/admin/reports/{}/confirm",
+                report["id"].as_str().unwrap()
+            ),
+            Some(&admin),
+            Some(json!({"reason": "confirmed with the parent"})),
+        )
+        .await,
+    )
+    .await;
+    c.record("POST /v1/admin/reports/{id}/confirm (deactivates the account)");
+    c.start();
+    let hold = expect_ok(
+        app.send(
+            Method::POST,
+            "/v1/admin/holds",
+            Some(&admin),
+            Some(json!({"user_id": other.sub, "reason": "a case"})),
+        )
+        .await,
+    )
+    .await;
+    c.record("POST /v1/admin/holds");
+    c.start();
+    expect_ok(app.get("/v1/admin/holds", &admin).await).await;
+    c.record("GET /v1/admin/holds");
+    c.start();
+    expect_ok(
+        app.send(
+            Method::DELETE,
+            &format!("/v1/admin/holds/{}", hold["id"].as_str().unwrap()),
+            Some(&admin),
+            Some(json!({"reason": "closed"})),
+        )
+        .await,
+    )
+    .await;
+    c.record("DELETE /v1/admin/holds/{id}");
+    let suspension = format!("/v1/admin/users/{}/suspension", other.sub);
+    c.start();
+    expect_ok(
+        app.send(
+            Method::POST,
+            &suspension,
+            Some(&admin),
+            Some(json!({"reason": "abuse"})),
+        )
+        .await,
+    )
+    .await;
+    c.record("POST /v1/admin/users/{id}/suspension");
+    c.start();
+    expect_ok(
+        app.send(
+            Method::DELETE,
+            &suspension,
+            Some(&admin),
+            Some(json!({"reason": "reviewed"})),
+        )
+        .await,
+    )
+    .await;
+    c.record("DELETE /v1/admin/users/{id}/suspension");
+    c.start();
+    expect_ok(app.get("/v1/admin/audit", &admin).await).await;
+    c.record("GET /v1/admin/audit");
+
+    // Billing, with the local Stripe stand-in (its own calls are HTTP, not AWS).
+    c.start();
+    expect_ok(app.get("/v1/billing", &user).await).await;
+    c.record("GET /v1/billing");
+    c.start();
+    expect_ok(app.get("/v1/billing/ledger", &user).await).await;
+    c.record("GET /v1/billing/ledger");
+    c.start();
+    expect_ok(
+        app.send(
+            Method::PUT,
+            "/v1/billing/spend-cap",
+            Some(&user),
+            Some(json!({"monthly_cap": 5000})),
+        )
+        .await,
+    )
+    .await;
+    c.record("PUT /v1/billing/spend-cap");
+    c.start();
+    let checkout = expect_ok(
+        app.send(
+            Method::POST,
+            "/v1/billing/checkout",
+            Some(&user),
+            Some(json!({"item": "pack_small"})),
+        )
+        .await,
+    )
+    .await;
+    c.record("POST /v1/billing/checkout (first: creates the customer)");
+    c.start();
+    expect_ok(
+        app.send(
+            Method::POST,
+            "/v1/billing/checkout",
+            Some(&user),
+            Some(json!({"item": "pack_small"})),
+        )
+        .await,
+    )
+    .await;
+    c.record("POST /v1/billing/checkout");
+    let url = checkout["url"].as_str().unwrap();
+    c.start();
+    assert_eq!(app.http.post(url).send().await.unwrap().status(), 200);
+    c.record("POST /v1/webhooks/stripe (checkout.session.completed, a pack)");
+    c.start();
+    expect_ok(
+        app.send(
+            Method::POST,
+            "/v1/billing/portal",
+            Some(&user),
+            Some(json!({})),
+        )
+        .await,
+    )
+    .await;
+    c.record("POST /v1/billing/portal");
+    c.start();
+    expect_ok(app.get("/v1/billing/invoices", &user).await).await;
+    c.record("GET /v1/billing/invoices");
+
+    // Deleting what was made, then the account.
+    c.start();
+    expect_ok(
+        app.send(
+            Method::DELETE,
+            &format!("/v1/images/{image_id}"),
+            Some(&user),
+            None,
+        )
+        .await,
+    )
+    .await;
+    c.record("DELETE /v1/images/{id}");
+    c.start();
+    expect_ok(app.delete_generation(&user, &gen_id).await).await;
+    c.record("DELETE /v1/generations/{id}");
+    c.start();
+    expect_ok(
+        app.send(
+            Method::DELETE,
+            &format!("/v1/uploads/{upload_id}"),
+            Some(&user),
+            None,
+        )
+        .await,
+    )
+    .await;
+    c.record("DELETE /v1/uploads/{id}");
+    c.start();
+    expect_ok(app.delete_account(&user).await).await;
+    c.record("DELETE /v1/me");
+    c.start();
+    expect_ok(app.get("/v1/me/deletion", &user).await).await;
+    c.record("GET /v1/me/deletion");
+
+    let mut failures = Vec::new();
+    let mut table = String::new();
+    for (op, got) in &c.rows {
+        table.push_str(&format!("    ({op:?}, {got:?}),\n"));
+        match EXPECTED.iter().find(|(o, _)| o == op) {
+            Some((_, want)) if want == got => {}
+            Some((_, want)) => failures.push(format!("{op}: expected {want}, got {got}")),
+            None => failures.push(format!("{op}: not in the table")),
+        }
+    }
+    // Every route of the API is measured.
+    for route in devstack::routes::ROUTES {
+        let key = route.key();
+        if !c
+            .rows
+            .iter()
+            .any(|(o, _)| o == &key || o.starts_with(&format!("{key} (")))
+        {
+            failures.push(format!("{key}: a route not measured"));
+        }
+    }
+    for (op, _) in EXPECTED {
+        if !c.rows.iter().any(|(o, _)| o == op) {
+            failures.push(format!("{op}: in the table, not measured"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n\nthe calls measured:\n{table}",
+        failures.join("\n")
+    );
+}
