@@ -202,13 +202,21 @@ pub async fn update_me(
     now: DateTime<Utc>,
 ) -> Result<Me, ApiError> {
     let update = parse_update(body)?;
-    require_onboarded(app, caller).await?;
-    let profile = app
+    // One conditional write: the profile must exist and not be deleted. Only a refused write
+    // reads, to say why.
+    match app
         .store
         .update_profile(caller.user_id.as_str(), &update, now)
         .await?
-        .ok_or_else(ApiError::onboarding_required)?;
-    me_view(app, profile).await
+    {
+        Some(profile) => me_view(app, profile).await,
+        None => {
+            require_onboarded(app, caller).await?;
+            Err(ApiError::Unavailable(
+                "the account changed meanwhile".into(),
+            ))
+        }
+    }
 }
 
 /// The confirmation `DELETE /v1/me` requires, verbatim.

@@ -30,7 +30,15 @@ pub struct BillingView {
 
 pub async fn overview(app: &App, caller: &Caller) -> Result<BillingView, ApiError> {
     let profile = require_onboarded(app, caller).await?;
-    let user = caller.user_id.as_str();
+    overview_of(app, caller.user_id.as_str(), profile).await
+}
+
+/// The overview, with the profile already read.
+async fn overview_of(
+    app: &App,
+    user: &str,
+    profile: crate::store::Profile,
+) -> Result<BillingView, ApiError> {
     let now = chrono::Utc::now();
     let (balance, subscription, customer, spent) = tokio::try_join!(
         app.store.balance(user),
@@ -338,7 +346,7 @@ pub async fn set_spend_cap(
     caller: &Caller,
     body: &serde_json::Value,
 ) -> Result<BillingView, ApiError> {
-    require_onboarded(app, caller).await?;
+    let profile = require_onboarded(app, caller).await?;
     let cap = match body.get("monthly_cap") {
         Some(serde_json::Value::Null) => None,
         Some(v) => Some(v.as_u64().filter(|c| *c <= 100_000_000).ok_or_else(|| {
@@ -363,7 +371,8 @@ pub async fn set_spend_cap(
     app.store
         .set_spend_cap(caller.user_id.as_str(), cap)
         .await?;
-    overview(app, caller).await
+    // The cap is not part of the profile: what was read stands.
+    overview_of(app, caller.user_id.as_str(), profile).await
 }
 
 /// Announces `credits.low` once each time the balance falls below the threshold (the mark is

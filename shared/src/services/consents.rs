@@ -56,7 +56,15 @@ pub struct ConsentsView {
 /// for (a purpose the operator removed can still be seen and withdrawn).
 pub async fn get(app: &App, caller: &Caller) -> Result<ConsentsView, ApiError> {
     let profile = require_onboarded(app, caller).await?;
-    let user_id = caller.user_id.as_str();
+    view(app, caller.user_id.as_str(), profile.restricted_at).await
+}
+
+/// The view, with the restriction already known (a change reads no profile again).
+async fn view(
+    app: &App,
+    user_id: &str,
+    restricted_at: Option<String>,
+) -> Result<ConsentsView, ApiError> {
     let current = app.store.consents(user_id).await?;
     let mut names: Vec<String> = app.config.consent_purposes.clone();
     for c in &current {
@@ -79,8 +87,8 @@ pub async fn get(app: &App, caller: &Caller) -> Result<ConsentsView, ApiError> {
         .collect();
     Ok(ConsentsView {
         purposes,
-        restricted: profile.restricted_at.is_some(),
-        restricted_since: profile.restricted_at,
+        restricted: restricted_at.is_some(),
+        restricted_since: restricted_at,
         history: app.store.consent_history(user_id).await?,
         policy_version: app.config.policy_version.clone(),
     })
@@ -162,7 +170,7 @@ pub async fn put(
     }
     let was = current.is_some_and(|c| c.granted);
     if was == body.granted {
-        return get(app, caller).await;
+        return view(app, user_id, profile.restricted_at).await;
     }
     if !record(app, caller, purpose, body.granted, now).await? {
         // A later change won: it stands, and announced itself.
@@ -186,7 +194,7 @@ pub async fn put(
         }
     }
     tracing::info!(granted = body.granted, "consent recorded");
-    get(app, caller).await
+    view(app, user_id, profile.restricted_at).await
 }
 
 /// Tells marketing integrations to drop the user (it carries only the user id and the time of
@@ -219,7 +227,10 @@ pub async fn restrict(
 ) -> Result<ConsentsView, ApiError> {
     let profile = require_onboarded(app, caller).await?;
     let user_id = caller.user_id.as_str();
-    if profile.restricted_at.is_some() != on && record(app, caller, RESTRICTION, on, now).await? {
+    if profile.restricted_at.is_some() == on {
+        return view(app, user_id, profile.restricted_at).await;
+    }
+    if record(app, caller, RESTRICTION, on, now).await? {
         if granted(app, user_id, MARKETING).await? {
             if on {
                 // Out of marketing at once, like a withdrawal.
@@ -236,7 +247,9 @@ pub async fn restrict(
             }
         }
         tracing::info!(on, "restriction of processing changed");
+        return view(app, user_id, on.then(|| now.to_rfc3339())).await;
     }
+    // A later change won: read what stands.
     get(app, caller).await
 }
 
