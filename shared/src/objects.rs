@@ -36,6 +36,15 @@ pub trait Objects: Send + Sync {
         content_type: &str,
         backstop: bool,
     ) -> anyhow::Result<()>;
+    /// Copies an object within the bucket, server-side (no bytes through the function), as
+    /// `put` would store it.
+    async fn copy(
+        &self,
+        from: &str,
+        to: &str,
+        content_type: &str,
+        backstop: bool,
+    ) -> anyhow::Result<()>;
     async fn presign_get(&self, key: &str, ttl: Duration) -> anyhow::Result<String>;
     /// A short-lived download link that makes the browser save the object as `filename`.
     async fn presign_download(
@@ -204,6 +213,45 @@ impl Objects for ObjectStore {
             .send()
             .await
             .with_context(|| format!("storing object {key}"))?;
+        Ok(())
+    }
+
+    async fn copy(
+        &self,
+        from: &str,
+        to: &str,
+        content_type: &str,
+        backstop: bool,
+    ) -> anyhow::Result<()> {
+        // `CopySource` is `<bucket>/<key>`, URL-encoded.
+        let source: String = format!("{}/{from}", self.bucket)
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                    (b as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        self.s3()
+            .await
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(to)
+            .copy_source(source)
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+            .content_type(content_type)
+            .server_side_encryption(ServerSideEncryption::Aes256)
+            .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace)
+            .tagging(if backstop {
+                format!("{}={}", BACKSTOP_TAG.0, BACKSTOP_TAG.1)
+            } else {
+                String::new()
+            })
+            .send()
+            .await
+            .with_context(|| format!("copying object {from} to {to}"))?;
         Ok(())
     }
 

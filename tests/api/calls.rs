@@ -51,7 +51,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("GET /v1/generations/{id}", "dynamodb:GetItem x2"),
     ("GET /v1/generations", "dynamodb:GetItem, dynamodb:Query"),
     ("GET /v1/images/{id}", "dynamodb:GetItem x2"),
-    ("PATCH /v1/images/{id} (publish)", "dynamodb:GetItem x3, dynamodb:PutItem x2, dynamodb:Query, dynamodb:TransactWriteItems, s3:GetObject, s3:PutObject"),
+    ("PATCH /v1/images/{id} (publish)", "dynamodb:GetItem x3, dynamodb:PutItem x2, dynamodb:Query, dynamodb:TransactWriteItems, s3:CopyObject"),
     ("GET /v1/gallery", "dynamodb:BatchGetItem, dynamodb:Query, dynamodb:UpdateItem"),
     ("GET /v1/gallery/{id}", "dynamodb:BatchGetItem, dynamodb:GetItem, dynamodb:UpdateItem"),
     ("POST /v1/images/{id}/download", "dynamodb:GetItem x2, dynamodb:PutItem, dynamodb:UpdateItem"),
@@ -227,6 +227,15 @@ async fn every_operation_makes_the_minimum_aws_calls() {
     )
     .await;
     c.record("PATCH /v1/images/{id} (publish)");
+    // The public copy is made inside S3, stored as `put` would store it.
+    let copies = app.app().objects().list("public/").await.unwrap();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let tags = app.app().objects().tags(&copies[0]).await.unwrap();
+    let (tag, value) = shared::objects::BACKSTOP_TAG;
+    assert!(
+        tags.contains(&(tag.to_string(), value.to_string())),
+        "{tags:?}"
+    );
     c.start();
     expect_ok(app.anonymous("/v1/gallery").await).await;
     c.record("GET /v1/gallery");

@@ -832,6 +832,15 @@ impl shared::objects::Objects for FaultyObjects {
     ) -> anyhow::Result<()> {
         self.inner.put(key, bytes, content_type, backstop).await
     }
+    async fn copy(
+        &self,
+        from: &str,
+        to: &str,
+        content_type: &str,
+        backstop: bool,
+    ) -> anyhow::Result<()> {
+        self.inner.copy(from, to, content_type, backstop).await
+    }
     async fn presign_get(&self, key: &str, ttl: Duration) -> anyhow::Result<String> {
         self.inner.presign_get(key, ttl).await
     }

@@ -309,38 +309,37 @@ async fn make_shown(
     variant: &str,
     token: &str,
 ) -> Result<Shown, ApiError> {
-    let original =
-        app.objects().get(&img.key).await?.ok_or_else(|| {
-            ApiError::Internal(anyhow::anyhow!("image object {} missing", img.key))
-        })?;
-    let (bytes, width, height, format, ext, content_type) = if variant == "preview" {
-        let (bytes, w, h) =
-            tokio::task::spawn_blocking(move || crate::domain::preview::render(&original))
-                .await
-                .map_err(|e| ApiError::Internal(e.into()))??;
-        (bytes, w, h, "jpeg".to_string(), "jpg", "image/jpeg")
-    } else {
-        let format = crate::domain::generation::OutputFormat::parse(&img.format)
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
-        (
-            original,
-            img.width,
-            img.height,
-            img.format.clone(),
-            format.extension(),
-            format.content_type(),
-        )
-    };
-    let key = format!("{}{}.{ext}", public_prefix(token), image_id(&job.id, index));
     let backstop = !app
         .store
         .holds_in_force(Utc::now())
         .await?
         .covers(user_id, Some(&job.id));
-    let size = bytes.len() as u64;
-    app.objects()
-        .put(&key, bytes, content_type, backstop)
-        .await?;
+    let public_key =
+        |ext: &str| format!("{}{}.{ext}", public_prefix(token), image_id(&job.id, index));
+    let (key, size, width, height, format) = if variant == "preview" {
+        let original = app.objects().get(&img.key).await?.ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!("image object {} missing", img.key))
+        })?;
+        let (bytes, w, h) =
+            tokio::task::spawn_blocking(move || crate::domain::preview::render(&original))
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))??;
+        let key = public_key("jpg");
+        let size = bytes.len() as u64;
+        app.objects()
+            .put(&key, bytes, "image/jpeg", backstop)
+            .await?;
+        (key, size, w, h, "jpeg".to_string())
+    } else {
+        // The original as it is: copied within S3, no bytes through the function.
+        let format = crate::domain::generation::OutputFormat::parse(&img.format)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
+        let key = public_key(format.extension());
+        app.objects()
+            .copy(&img.key, &key, format.content_type(), backstop)
+            .await?;
+        (key, img.bytes, img.width, img.height, img.format.clone())
+    };
     Ok(Shown {
         key,
         variant: variant.into(),
