@@ -12,7 +12,6 @@
 //! The functions run against the local emulator with freshly provisioned resources, as `infra/dev`
 //! configures them. Run it with `infra/bench-coldstart`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
