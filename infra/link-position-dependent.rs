@@ -13,5 +13,4 @@ fn main() {
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         println!("cargo:rustc-link-arg-bins=-no-pie");
     }
-    println!("cargo:rerun-if-changed={}", file!());
 }

@@ -25,10 +25,10 @@ impl CallLog {
         std::mem::take(&mut *self.calls.lock().unwrap())
     }
 
-    /// An SDK HTTP client that records into this log.
-    pub fn client(self: &Arc<Self>) -> SharedHttpClient {
+    /// An SDK HTTP client that records into this log, in front of `inner`.
+    pub fn client(self: &Arc<Self>, inner: SharedHttpClient) -> SharedHttpClient {
         SharedHttpClient::new(Counting {
-            inner: shared::net::sdk_http_client(),
+            inner,
             log: self.clone(),
         })
     }
@@ -82,7 +82,15 @@ pub fn operation(request: &HttpRequest) -> String {
         return format!("{service}:{op}");
     }
     let uri = request.uri();
-    let query = uri.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    // The dev host addresses buckets by path (`/<bucket>/<key>`).
+    let path = path
+        .split_once("://")
+        .map_or(path, |(_, rest)| rest.find('/').map_or("", |i| &rest[i..]));
+    let has_key = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .is_some_and(|(_, key)| !key.is_empty());
     let has = |name: &str| {
         query
             .split('&')
@@ -92,7 +100,8 @@ pub fn operation(request: &HttpRequest) -> String {
         "GET" if has("list-type") => "ListObjectsV2",
         "GET" if has("tagging") => "GetObjectTagging",
         "GET" => "GetObject",
-        "HEAD" => "HeadObject",
+        "HEAD" if has_key => "HeadObject",
+        "HEAD" => "HeadBucket",
         "PUT" if has("tagging") => "PutObjectTagging",
         "PUT" if has("partNumber") => "UploadPart",
         "PUT" if request.headers().get("x-amz-copy-source").is_some() => "CopyObject",

@@ -24,7 +24,9 @@ pub use resources::Resources;
 /// The SDK configuration for the emulator: fixed region and dummy credentials.
 pub async fn local_sdk_config(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .http_client(shared::net::sdk_http_client())
+        // A client of this stack's own: pooled connections belong to the runtime that opened
+        // them, and each test has its own runtime.
+        .http_client(shared::net::sdk_http_client_on(shared::net::new_client()))
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
@@ -143,7 +145,15 @@ pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
             .or_else(|| setting(name))
     })?;
     let app_sdk = match &opts.calls {
-        Some(log) => sdk.to_builder().http_client(log.client()).build(),
+        Some(log) => sdk
+            .to_builder()
+            .http_client(
+                log.client(
+                    sdk.http_client()
+                        .expect("the stack's SDK configuration has an HTTP client"),
+                ),
+            )
+            .build(),
         None => sdk.clone(),
     };
     let app = Arc::new(App::wire::<{ ports::ALL }>(

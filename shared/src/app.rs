@@ -140,9 +140,9 @@ pub struct App {
     /// Prompt moderation: the blocklist, then the moderation endpoint when configured.
     moderation: Option<Arc<dyn Moderator>>,
     /// Stripe's webhook signing secrets (`None`: not configured).
-    pub stripe_webhook_secrets: Option<Arc<LazySecrets>>,
+    stripe_webhook_secrets: Option<Arc<LazySecrets>>,
     /// Stripe's API, when its secret key is configured.
-    pub payments: Option<Arc<dyn Payments>>,
+    payments: Option<Arc<dyn Payments>>,
 }
 
 /// Loads the AWS SDK configuration (region, credentials, `AWS_ENDPOINT_URL`) once, with the
@@ -254,9 +254,14 @@ impl App {
         if !has(ports::IDENTITY) {
             app.identity = None;
         }
-        if !has(ports::GENERATION_QUEUE | ports::DEAD_LETTERS | ports::EXPORT_QUEUE) {
-            app.queue = None;
-        }
+        let queues = ports & (ports::GENERATION_QUEUE | ports::DEAD_LETTERS | ports::EXPORT_QUEUE);
+        app.queue = match app.queue.take() {
+            Some(q) if queues != 0 => Some(Arc::new(NamedQueues {
+                inner: q,
+                ports: queues,
+            })),
+            _ => None,
+        };
         if !has(ports::EXPORT_QUEUE) {
             app.config.export_queue_url = None;
         }
@@ -307,6 +312,31 @@ impl App {
         missing(self.moderation.as_deref(), "moderation")
     }
 
+    /// Stripe's API: `None` when the deployment has no Stripe key (503
+    /// `billing_not_configured`). A function without the port may not ask.
+    pub fn payments(&self) -> Option<&dyn Payments> {
+        self.named(ports::PAYMENTS, "payments");
+        self.payments.as_deref()
+    }
+
+    /// Stripe's webhook signing secrets: `None` when not configured.
+    pub fn webhook_secrets(&self) -> Option<&LazySecrets> {
+        self.named(ports::WEBHOOKS, "webhooks");
+        self.stripe_webhook_secrets.as_deref()
+    }
+
+    /// The same application without Stripe configured (tests).
+    pub fn without_payments(mut self) -> Self {
+        self.payments = None;
+        self
+    }
+
+    fn named(&self, port: u32, name: &str) {
+        if self.ports & port == 0 {
+            panic!("this function has no {name} port: add it to the function's PORTS");
+        }
+    }
+
     /// The same application with another object store (tests put a fault-injecting wrapper in
     /// front of the real adapter).
     pub fn with_objects(mut self, objects: Arc<dyn Objects>) -> Self {
@@ -334,5 +364,45 @@ fn missing<'a, T: ?Sized>(port: Option<&'a T>, name: &str) -> &'a T {
     match port {
         Some(p) => p,
         None => panic!("this function has no {name} port: add it to the function's PORTS"),
+    }
+}
+
+/// The queue of a function that names only some of the queue ports (the dev host and the tests
+/// share one adapter with every queue URL): the others are refused as on AWS, where the
+/// function has neither their URL nor the permission.
+struct NamedQueues {
+    inner: Arc<dyn Queue>,
+    ports: u32,
+}
+
+impl NamedQueues {
+    fn check(&self, port: u32, name: &str) {
+        if self.ports & port == 0 {
+            panic!("this function has no {name} port: add it to the function's PORTS");
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Queue for NamedQueues {
+    async fn enqueue(&self, msg: &crate::domain::generation::JobMessage) -> anyhow::Result<()> {
+        self.check(ports::GENERATION_QUEUE, "generation_queue");
+        self.inner.enqueue(msg).await
+    }
+    async fn send_to(&self, url: &str, body: &serde_json::Value) -> anyhow::Result<()> {
+        self.check(ports::EXPORT_QUEUE, "export_queue");
+        self.inner.send_to(url, body).await
+    }
+    async fn receive_dead_letters(&self) -> anyhow::Result<Vec<crate::queue::DeadLetter>> {
+        self.check(ports::DEAD_LETTERS, "dead_letters");
+        self.inner.receive_dead_letters().await
+    }
+    async fn delete_dead_letter(&self, receipt_handle: &str) -> anyhow::Result<()> {
+        self.check(ports::DEAD_LETTERS, "dead_letters");
+        self.inner.delete_dead_letter(receipt_handle).await
+    }
+    async fn ping(&self) -> anyhow::Result<()> {
+        self.check(ports::GENERATION_QUEUE, "generation_queue");
+        self.inner.ping().await
     }
 }

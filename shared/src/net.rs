@@ -29,25 +29,38 @@ static HTTPS: OnceLock<reqwest::Client> = OnceLock::new();
 /// redirects as errors the SDK handles, and the configured OpenAI endpoints answer themselves.
 /// Per-call limits are set on each request (`RequestBuilder::timeout`).
 pub fn https() -> &'static reqwest::Client {
-    HTTPS.get_or_init(|| {
-        reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            // Lambda freezes a sandbox between events; a connection idle longer than this is
-            // likely closed at the other end.
-            .pool_idle_timeout(Duration::from_secs(50))
-            .build()
-            .expect("the HTTPS client builds (no files, no native roots)")
-    })
+    HTTPS.get_or_init(new_client)
+}
+
+/// A client configured as [`https`] is.
+pub fn new_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        // Lambda freezes a sandbox between events; a connection idle longer than this is
+        // likely closed at the other end.
+        .pool_idle_timeout(Duration::from_secs(50))
+        .build()
+        .expect("the HTTPS client builds (no files, no native roots)")
 }
 
 /// The AWS SDK's HTTP client: [`https`] behind the SDK's connector interface.
 pub fn sdk_http_client() -> SharedHttpClient {
-    SharedHttpClient::new(SdkHttp)
+    SharedHttpClient::new(SdkHttp { client: None })
 }
 
-#[derive(Debug, Clone, Copy)]
-struct SdkHttp;
+/// The same over a client of its own: the dev host gives each stack one, since a pooled
+/// connection belongs to the Tokio runtime that opened it (each test has its own runtime).
+pub fn sdk_http_client_on(client: reqwest::Client) -> SharedHttpClient {
+    SharedHttpClient::new(SdkHttp {
+        client: Some(client),
+    })
+}
+
+#[derive(Debug, Clone)]
+struct SdkHttp {
+    client: Option<reqwest::Client>,
+}
 
 impl HttpClient for SdkHttp {
     fn http_connector(
@@ -56,6 +69,7 @@ impl HttpClient for SdkHttp {
         _components: &RuntimeComponents,
     ) -> SharedHttpConnector {
         SharedHttpConnector::new(SdkConnector {
+            client: self.client.clone(),
             read_timeout: settings.read_timeout(),
         })
     }
@@ -63,13 +77,16 @@ impl HttpClient for SdkHttp {
 
 #[derive(Debug)]
 struct SdkConnector {
-    /// The SDK's read timeout, when configured (none by default); applied to the whole call.
+    client: Option<reqwest::Client>,
+    /// The SDK's read timeout, when configured (none by default); applied to the whole call,
+    /// streamed body included. The SDK's connect timeout gives way to [`CONNECT_TIMEOUT`].
     read_timeout: Option<Duration>,
 }
 
 impl HttpConnector for SdkConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let read_timeout = self.read_timeout;
+        let client = self.client.clone();
         HttpConnectorFuture::new(async move {
             let request = request
                 .try_into_http1x()
@@ -80,7 +97,12 @@ impl HttpConnector for SdkConnector {
             if let Some(t) = read_timeout {
                 *request.timeout_mut() = Some(t);
             }
-            let response = https().execute(request).await.map_err(connector_error)?;
+            let response = client
+                .as_ref()
+                .unwrap_or_else(|| https())
+                .execute(request)
+                .await
+                .map_err(connector_error)?;
             let response = http::Response::from(response).map(SdkBody::from_body_1_x);
             HttpResponse::try_from(response).map_err(|e| ConnectorError::other(e.into(), None))
         })

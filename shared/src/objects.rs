@@ -244,11 +244,7 @@ impl Objects for ObjectStore {
             .content_type(content_type)
             .server_side_encryption(ServerSideEncryption::Aes256)
             .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace)
-            .tagging(if backstop {
-                format!("{}={}", BACKSTOP_TAG.0, BACKSTOP_TAG.1)
-            } else {
-                String::new()
-            })
+            .set_tagging(backstop.then(|| format!("{}={}", BACKSTOP_TAG.0, BACKSTOP_TAG.1)))
             .send()
             .await
             .with_context(|| format!("copying object {from} to {to}"))?;

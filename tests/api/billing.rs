@@ -1009,9 +1009,7 @@ async fn suspended_accounts_cannot_buy_and_unconfigured_billing_is_503() {
     assert_eq!(problem_code(resp, 403).await, "account_suspended");
 
     let other = app.onboarded_user().await;
-    let unconfigured = app
-        .app()
-        .only(shared::app::ports::ALL & !shared::app::ports::PAYMENTS);
+    let unconfigured = app.app().clone().without_payments();
     let err = shared::services::billing_account::checkout(
         &unconfigured,
         &caller(&other),

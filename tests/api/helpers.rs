@@ -962,11 +962,7 @@ pub fn stripe_event(id: &str, kind: &str, created: i64, object: Value) -> Value 
 
 impl TestApp {
     pub async fn webhook_secret(&self) -> String {
-        let secrets = self
-            .app()
-            .stripe_webhook_secrets
-            .as_ref()
-            .expect("webhooks configured");
+        let secrets = self.app().webhook_secrets().expect("webhooks configured");
         secrets.get().await.unwrap()[0].expose().to_string()
     }
 

@@ -366,9 +366,18 @@ fn sweep_runs_one_at_a_time_without_async_retries() {
 #[test]
 fn template_parameters_allow_only_what_the_functions_accept() {
     let t = template();
-    let vars = t["Globals"]["Function"]["Environment"]["Variables"]
+    // Every variable set from a parameter, in Globals or in a function's own environment.
+    let mut vars: Vec<(Value, Value)> = t["Globals"]["Function"]["Environment"]["Variables"]
         .as_mapping()
-        .unwrap();
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (_, res) in t["Resources"].as_mapping().unwrap() {
+        if let Some(env) = res["Properties"]["Environment"]["Variables"].as_mapping() {
+            vars.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
     let base = [
         ("TABLE_NAME", "t"),
         ("BUCKET_NAME", "b"),
@@ -420,7 +429,8 @@ fn template_parameters_allow_only_what_the_functions_accept() {
             checked += 1;
         }
     }
-    assert!(checked > 20, "{checked}");
+    // 46 values today, the per-function parameters (provider, moderation) included.
+    assert!(checked >= 46, "{checked}");
     // RATE_LIMITS: the pattern admits exactly what the functions parse.
     let pattern =
         regex_lite::Regex::new(&s(&t["Parameters"]["RateLimits"]["AllowedPattern"])).unwrap();

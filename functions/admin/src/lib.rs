@@ -5,7 +5,7 @@
 /// say the same).
 pub const PORTS: u32 = {
     use shared::app::ports;
-    ports::OBJECTS | ports::EVENTS
+    ports::OBJECTS | ports::EVENTS | ports::PAYMENTS
 };
 
 use chrono::Utc;

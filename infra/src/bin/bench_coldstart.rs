@@ -1,14 +1,16 @@
 //! `bench-coldstart`: each function's cold start against a local Lambda Runtime API, next to a
 //! bare `lambda_runtime` function built with the same profile.
 //!
-//! For every binary (the functions and `bare-function`), nine times: start the process with
+//! For every function, 21 times, each paired with a start of `bare-function` (which goes first
+//! alternates): start the process with
 //! `AWS_LAMBDA_RUNTIME_API` pointing at a local server speaking the Runtime API
 //! (`/runtime/invocation/next`, `.../response`, `.../error`, `/runtime/init/error`), and time
 //! - init: from the process's start to its first `next` (all it does before the first event),
 //! - first: from handing it its first event (its sample in `events/`) to its answer,
 //! - warm: the same for a second event.
 //!
-//! It prints the medians and their ratios to the bare function's, and each binary's stripped size.
+//! It prints the medians, their ratios to the bare function's taken alongside, init + first
+//! (what the first caller waits for) and each binary's stripped size.
 //! The functions run against the local emulator with freshly provisioned resources, as `infra/dev`
 //! configures them. Run it with `infra/bench-coldstart`.
 
@@ -238,8 +240,17 @@ async fn main() -> anyhow::Result<()> {
         "median of {RUNS} cold starts; ratios to bare-function (a bare lambda_runtime function)"
     );
     println!(
-        "{:<16} {:>9} {:>6} {:>10} {:>6} {:>9} {:>6} {:>12}",
-        "function", "init ms", "x", "first ms", "x", "warm ms", "x", "stripped MiB"
+        "{:<16} {:>9} {:>6} {:>10} {:>6} {:>13} {:>6} {:>9} {:>6} {:>12}",
+        "function",
+        "init ms",
+        "x",
+        "first ms",
+        "x",
+        "init+first ms",
+        "x",
+        "warm ms",
+        "x",
+        "stripped MiB"
     );
     // Each cold start of a function is paired with one of the bare function, so both see the
     // same machine (frequency, cache, neighbours); each function's ratios are to the bare starts
@@ -251,6 +262,7 @@ async fn main() -> anyhow::Result<()> {
             median(runs.iter().map(|r| r.init).collect()),
             median(runs.iter().map(|r| r.first).collect()),
             median(runs.iter().map(|r| r.warm).collect()),
+            median(runs.iter().map(|r| r.init + r.first).collect()),
         )
     };
     let mut all_bare = Vec::new();
@@ -270,23 +282,25 @@ async fn main() -> anyhow::Result<()> {
                 bare.push(cold_start(&bare_bin, &env, &bare_event).await?);
             }
         }
-        let (init, first, warm) = medians(&runs);
-        let (bi, bf, bw) = medians(&bare);
+        let (init, first, warm, both) = medians(&runs);
+        let (bi, bf, bw, bb) = medians(&bare);
         worst = worst.max(init / bi);
         rows.push(format!(
-            "{function:<16} {init:>9.2} {:>6.2} {first:>10.2} {:>6.2} {warm:>9.2} {:>6.2} {:>12.1}{}",
+            "{function:<16} {init:>9.2} {:>6.2} {first:>10.2} {:>6.2} {both:>13.2} {:>6.2} {warm:>9.2} {:>6.2} {:>12.1}{}",
             init / bi,
             first / bf,
+            both / bb,
             warm / bw,
             stripped_mib(&bin),
             if runs.iter().all(|r| r.ok) { "" } else { "  (answered with an invocation error)" }
         ));
         all_bare.extend(bare);
     }
-    let (bi, bf, bw) = medians(&all_bare);
+    let (bi, bf, bw, bb) = medians(&all_bare);
     println!(
-        "{:<16} {bi:>9.2} {:>6.2} {bf:>10.2} {:>6.2} {bw:>9.2} {:>6.2} {:>12.1}",
+        "{:<16} {bi:>9.2} {:>6.2} {bf:>10.2} {:>6.2} {bb:>13.2} {:>6.2} {bw:>9.2} {:>6.2} {:>12.1}",
         "bare-function",
+        1.0,
         1.0,
         1.0,
         1.0,

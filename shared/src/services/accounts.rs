@@ -308,7 +308,7 @@ pub async fn start_account_deletion(
     // No renewal may charge an account being deleted, even while a hold delays its erasure:
     // the Stripe customer goes now (its subscriptions with it); the erasure retries.
     if let (Some(stripe), Some(customer)) = (
-        &app.payments,
+        app.payments(),
         app.store.customer(user_id).await?.customer_id,
     ) {
         if let Err(e) = stripe.delete_customer(&customer).await {

@@ -56,7 +56,7 @@ pub async fn receive(
     body: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Handled, ApiError> {
-    let Some(source) = &app.stripe_webhook_secrets else {
+    let Some(source) = app.webhook_secrets() else {
         return Err(billing_not_configured());
     };
     // Read from SSM on the first event (and again after a failed read): 503, so Stripe

@@ -132,7 +132,7 @@ fn billing_not_configured() -> ApiError {
 }
 
 fn payments(app: &App) -> Result<&dyn crate::payments::Payments, ApiError> {
-    app.payments.as_deref().ok_or_else(billing_not_configured)
+    app.payments().ok_or_else(billing_not_configured)
 }
 
 /// The user's Stripe customer, one per account: created at Stripe, then kept by a conditional

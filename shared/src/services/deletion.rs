@@ -134,7 +134,7 @@ async fn work(
         // At Stripe first: the customer goes (its subscriptions are cancelled with it), so no
         // renewal charges an account that no longer exists, and Stripe keeps no email of it.
         if let Some(customer) = app.store.customer(&record.user_id).await?.customer_id {
-            match &app.payments {
+            match app.payments() {
                 Some(stripe) => stripe
                     .delete_customer(&customer)
                     .await
