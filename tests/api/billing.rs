@@ -1450,3 +1450,73 @@ async fn u5_refunds_and_disputes_through_the_stand_in() {
     let invoices: Value = app.get_json("/v1/billing/invoices", &user).await;
     assert_eq!(invoices["items"].as_array().unwrap().len(), 2);
 }
+
+/// U2: a checkout reserves its amount only if no other checkout reserved since it read the
+/// cap, the month's spend and the open checkouts (one conditional transaction), so two at once
+/// cannot both pass the spend cap; a refused or failed checkout leaves no reservation.
+#[tokio::test]
+async fn u2_concurrent_checkouts_cannot_both_pass_the_spend_cap() {
+    let app = spawn_app().await;
+    let user = app.onboarded_user().await;
+    // Room for one small pack (500), not two.
+    assert_eq!(
+        set_cap(&app, &user, json!({"monthly_cap": 700}))
+            .await
+            .status(),
+        200
+    );
+    let (a, b) = tokio::join!(
+        post_json(
+            &app,
+            &user,
+            "/v1/billing/checkout",
+            json!({"item": PACK}),
+            None
+        ),
+        post_json(
+            &app,
+            &user,
+            "/v1/billing/checkout",
+            json!({"item": PACK}),
+            None
+        ),
+    );
+    let mut statuses = vec![a.status().as_u16(), b.status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, vec![201, 409]);
+    let pending = app
+        .app()
+        .store
+        .pending_checkouts(&user.sub, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        pending,
+        vec![(500, false)],
+        "one open checkout, no reservation left"
+    );
+
+    // The mechanism itself: two reservations decided on the same reads, one wins.
+    let store = &app.app().store;
+    let seen = store.customer(&user.sub).await.unwrap().checkout_seq;
+    let now = Utc::now();
+    assert_eq!(
+        store
+            .reserve_checkout(&user.sub, seen, "first", 1, false, now)
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        store
+            .reserve_checkout(&user.sub, seen, "second", 1, false, now)
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    store.release_reservation(&user.sub, "first").await.unwrap();
+    assert_eq!(
+        store.pending_checkouts(&user.sub, now).await.unwrap().len(),
+        1
+    );
+}

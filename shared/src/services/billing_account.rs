@@ -230,61 +230,104 @@ pub async fn checkout(
         }
     };
     let user = caller.user_id.as_str();
-    let pending = app.store.pending_checkouts(user, now).await?;
-    if purchase == crate::payments::Purchase::Plan {
-        if pending.iter().any(|(_, plan)| *plan) {
-            return Err(ApiError::client(
-                409,
-                "already_subscribed",
-                "a checkout for a plan is already open; pay or let it expire",
-            ));
-        }
-        if let Some(sub) = app.store.subscription(user).await? {
-            if matches!(
-                sub.status.as_str(),
-                "active" | "trialing" | "past_due" | "incomplete"
-            ) {
+    let plan = purchase == crate::payments::Purchase::Plan;
+    // Decide on what is stored, then reserve the amount only if no other checkout reserved
+    // since those reads (a conditional transaction): two checkouts at once cannot both pass
+    // the cap, nor open two plans.
+    let reservation = ulid::Ulid::new().to_string().to_lowercase();
+    let mut attempt = 0;
+    loop {
+        let pending = app.store.pending_checkouts(user, now).await?;
+        if plan {
+            if pending.iter().any(|(_, plan)| *plan) {
                 return Err(ApiError::client(
                     409,
                     "already_subscribed",
-                    "this account already has a plan; change it in the customer portal",
+                    "a checkout for a plan is already open; pay or let it expire",
+                ));
+            }
+            if let Some(sub) = app.store.subscription(user).await? {
+                if matches!(
+                    sub.status.as_str(),
+                    "active" | "trialing" | "past_due" | "incomplete"
+                ) {
+                    return Err(ApiError::client(
+                        409,
+                        "already_subscribed",
+                        "this account already has a plan; change it in the customer portal",
+                    ));
+                }
+            }
+        }
+        let record = app.store.customer(user).await?;
+        if let Some(cap) = record.spend_cap {
+            // Open sessions count too: several of them cannot pass the cap together.
+            let spent = app.store.spent_this_month(user, now).await?
+                + pending.iter().map(|(a, _)| a).sum::<u64>();
+            if spent + item.amount > cap {
+                return Err(ApiError::client(
+                    409,
+                    "spend_cap_reached",
+                    format!(
+                        "this purchase would pass the monthly spend cap ({spent} of {cap} spent)"
+                    ),
+                ));
+            }
+        }
+        match app
+            .store
+            .reserve_checkout(
+                user,
+                record.checkout_seq,
+                &reservation,
+                item.amount,
+                plan,
+                now,
+            )
+            .await?
+        {
+            Some(true) => break,
+            Some(false) if attempt < 3 => attempt += 1,
+            Some(false) => {
+                return Err(ApiError::Unavailable(
+                    "other checkouts are being opened; try again".into(),
+                ))
+            }
+            None => {
+                require_onboarded(app, caller).await?;
+                return Err(ApiError::Unavailable(
+                    "the account changed meanwhile".into(),
                 ));
             }
         }
     }
-    if let Some(cap) = app.store.customer(user).await?.spend_cap {
-        // Open sessions count too: several of them cannot pass the cap together.
-        let spent = app.store.spent_this_month(user, now).await?
-            + pending.iter().map(|(a, _)| a).sum::<u64>();
-        if spent + item.amount > cap {
-            return Err(ApiError::client(
-                409,
-                "spend_cap_reached",
-                format!("this purchase would pass the monthly spend cap ({spent} of {cap} spent)"),
-            ));
-        }
+    let opened = async {
+        let customer = customer_of(app, caller).await?;
+        payments(app)?
+            .checkout_url(
+                &customer,
+                user,
+                item,
+                purchase,
+                &app.config.checkout_success_url,
+                &app.config.checkout_cancel_url,
+                idempotency_key.as_deref(),
+            )
+            .await
+            .map_err(payments_error)
     }
-    let customer = customer_of(app, caller).await?;
-    let session = payments(app)?
-        .checkout_url(
-            &customer,
-            user,
-            item,
-            purchase,
-            &app.config.checkout_success_url,
-            &app.config.checkout_cancel_url,
-            idempotency_key.as_deref(),
-        )
-        .await
-        .map_err(payments_error)?;
+    .await;
+    let session = match opened {
+        Ok(session) => session,
+        Err(e) => {
+            if let Err(release) = app.store.release_reservation(user, &reservation).await {
+                tracing::warn!(error = ?release, "reservation left to expire");
+            }
+            return Err(e);
+        }
+    };
     app.store
-        .add_pending_checkout(
-            user,
-            &session.id,
-            item.amount,
-            purchase == crate::payments::Purchase::Plan,
-            now,
-        )
+        .confirm_checkout(user, &reservation, &session.id, item.amount, plan, now)
         .await?;
     Ok(UrlView { url: session.url })
 }

@@ -149,6 +149,10 @@ pub struct CustomerRecord {
     /// Most the user wants to spend a month, in the currency's smallest unit.
     #[serde(default)]
     pub spend_cap: Option<u64>,
+    /// How many checkouts have been opened: a checkout decides on what it read (the cap, the
+    /// month's spend, the open checkouts) and reserves only if this has not moved since.
+    #[serde(default)]
+    pub checkout_seq: u64,
 }
 
 const STRIPE_CUSTOMER: &str = "STRIPE_CUSTOMER";
@@ -415,34 +419,115 @@ impl Store {
             .is_some())
     }
 
-    /// Records an open Checkout Session (its amount counts against the spend cap until it is
-    /// paid or expires; Stripe's sessions expire after 24 hours).
-    pub async fn add_pending_checkout(
+    /// An open checkout's item (`PENDING#<id>`): its amount counts against the spend cap until
+    /// it is paid or expires (Stripe's sessions expire after 24 hours; the sweep deletes it).
+    fn pending_item(
         &self,
         user_id: &str,
+        id: &str,
+        amount: u64,
+        plan: bool,
+        now: DateTime<Utc>,
+    ) -> Item {
+        let sk = format!("{PENDING}{id}");
+        let mut item = new_item(Kind::PendingCheckout, user_pk(user_id), &sk);
+        item.insert("amount".into(), n(amount));
+        item.insert("plan".into(), AttributeValue::Bool(plan));
+        item.insert(keys::EXP_PK.into(), s(keys::exp_pk(id)));
+        item.insert(
+            keys::EXP_AT.into(),
+            n((now + Duration::hours(24)).timestamp()),
+        );
+        item
+    }
+
+    /// Reserves a checkout's amount before its session exists (`PENDING#res-<reservation>`),
+    /// in one transaction with moving the customer's `checkout_seq` on from `seen`, the value
+    /// read with the cap and the open checkouts: two checkouts deciding on the same reads
+    /// cannot both reserve. `Some(false)`: another checkout reserved meanwhile (read again);
+    /// `None`: the account is gone.
+    pub async fn reserve_checkout(
+        &self,
+        user_id: &str,
+        seen: u64,
+        reservation: &str,
+        amount: u64,
+        plan: bool,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<bool>> {
+        let update = self
+            .customer_key_update(user_id)
+            .update_expression("SET kind = :kind, retention = :ret, checkout_seq = :next")
+            .condition_expression(if seen == 0 {
+                "attribute_not_exists(checkout_seq) OR checkout_seq = :seen"
+            } else {
+                "checkout_seq = :seen"
+            })
+            .expression_attribute_values(":seen", n(seen))
+            .expression_attribute_values(":next", n(seen + 1))
+            .build()?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(self.pending_item(
+                user_id,
+                &format!("res-{reservation}"),
+                amount,
+                plan,
+                now,
+            )))
+            .build()?;
+        let items = vec![
+            self.account_active(user_id)?,
+            TransactWriteItem::builder().update(update).build(),
+            TransactWriteItem::builder().put(put).build(),
+        ];
+        let outcome = transact(self.client().await, "reserve checkout", items).await?;
+        Ok(match outcome {
+            TxnOutcome::Committed => Some(true),
+            _ if outcome.failed_at(0) => None,
+            TxnOutcome::ConditionFailed(_) => Some(false),
+        })
+    }
+
+    /// The session exists: its open checkout replaces the reservation, in one transaction.
+    pub async fn confirm_checkout(
+        &self,
+        user_id: &str,
+        reservation: &str,
         session_id: &str,
         amount: u64,
         plan: bool,
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
-        let sk = format!("{PENDING}{session_id}");
-        let mut item = new_item(Kind::PendingCheckout, user_pk(user_id), &sk);
-        item.insert("amount".into(), n(amount));
-        item.insert("plan".into(), AttributeValue::Bool(plan));
-        item.insert(keys::EXP_PK.into(), s(keys::exp_pk(session_id)));
-        item.insert(
-            keys::EXP_AT.into(),
-            n((now + Duration::hours(24)).timestamp()),
-        );
-        self.client()
-            .await
-            .put_item()
+        let put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .context("recording an open checkout")?;
+            .set_item(Some(
+                self.pending_item(user_id, session_id, amount, plan, now),
+            ))
+            .build()?;
+        let delete = aws_sdk_dynamodb::types::Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                user_pk(user_id),
+                format!("{PENDING}res-{reservation}"),
+            )))
+            .build()?;
+        let items = vec![
+            TransactWriteItem::builder().put(put).build(),
+            TransactWriteItem::builder().delete(delete).build(),
+        ];
+        transact(self.client().await, "open checkout", items).await?;
         Ok(())
+    }
+
+    /// No session came of a reservation: it no longer counts.
+    pub async fn release_reservation(
+        &self,
+        user_id: &str,
+        reservation: &str,
+    ) -> anyhow::Result<()> {
+        self.remove_pending_checkout(user_id, &format!("res-{reservation}"))
+            .await
     }
 
     /// Open Checkout Sessions not yet expired: (amount, is a plan).
