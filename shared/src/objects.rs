@@ -23,6 +23,11 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// The tag the lifecycle backstop rule matches.
 pub const BACKSTOP_TAG: (&str, &str) = ("backstop", "on");
 
+/// The `Tagging` of a new object: the backstop tag unless it is held.
+fn backstop_tagging(backstop: bool) -> Option<String> {
+    backstop.then(|| format!("{}={}", BACKSTOP_TAG.0, BACKSTOP_TAG.1))
+}
+
 /// The content bucket, as the functions use it.
 #[async_trait::async_trait]
 pub trait Objects: Send + Sync {
@@ -208,7 +213,7 @@ impl Objects for ObjectStore {
             .key(key)
             .content_type(content_type)
             .server_side_encryption(ServerSideEncryption::Aes256)
-            .set_tagging(backstop.then(|| format!("{}={}", BACKSTOP_TAG.0, BACKSTOP_TAG.1)))
+            .set_tagging(backstop_tagging(backstop))
             .body(ByteStream::from(bytes))
             .send()
             .await
@@ -244,7 +249,7 @@ impl Objects for ObjectStore {
             .content_type(content_type)
             .server_side_encryption(ServerSideEncryption::Aes256)
             .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace)
-            .set_tagging(backstop.then(|| format!("{}={}", BACKSTOP_TAG.0, BACKSTOP_TAG.1)))
+            .set_tagging(backstop_tagging(backstop))
             .send()
             .await
             .with_context(|| format!("copying object {from} to {to}"))?;
@@ -389,7 +394,7 @@ impl Objects for ObjectStore {
             .key(key)
             .content_type(content_type)
             .server_side_encryption(ServerSideEncryption::Aes256)
-            .set_tagging(backstop.then(|| format!("{}={}", BACKSTOP_TAG.0, BACKSTOP_TAG.1)))
+            .set_tagging(backstop_tagging(backstop))
             .send()
             .await
             .with_context(|| format!("starting the upload of {key}"))?

@@ -95,6 +95,22 @@ struct Counter {
 }
 
 impl Counter {
+    /// Sends one request, which must succeed, and records its calls as `operation`.
+    async fn send(
+        &mut self,
+        app: &TestApp,
+        operation: &str,
+        method: Method,
+        path: &str,
+        user: Option<&User>,
+        body: Option<Value>,
+    ) -> Value {
+        self.start();
+        let answer = expect_ok(app.send(method, path, user, body).await).await;
+        self.record(operation);
+        answer
+    }
+
     fn start(&self) {
         self.log.take();
     }
@@ -133,48 +149,39 @@ async fn every_operation_makes_the_minimum_aws_calls() {
     }
 
     // Account.
-    c.start();
-    expect_ok(
-        app.send(
-            Method::POST,
-            "/v1/me",
-            Some(&user),
-            Some(json!({"display_name": "Ada", "age_confirmed": true})),
-        )
-        .await,
+    c.send(
+        &app,
+        "POST /v1/me (onboarding)",
+        Method::POST,
+        "/v1/me",
+        Some(&user),
+        Some(json!({"display_name": "Ada", "age_confirmed": true})),
     )
     .await;
-    c.record("POST /v1/me (onboarding)");
     c.start();
     expect_ok(app.get("/v1/me", &user).await).await;
     c.record("GET /v1/me");
-    c.start();
-    expect_ok(
-        app.send(
-            Method::PATCH,
-            "/v1/me",
-            Some(&user),
-            Some(json!({"display_name": "Ada L."})),
-        )
-        .await,
+    c.send(
+        &app,
+        "PATCH /v1/me",
+        Method::PATCH,
+        "/v1/me",
+        Some(&user),
+        Some(json!({"display_name": "Ada L."})),
     )
     .await;
-    c.record("PATCH /v1/me");
     c.start();
     expect_ok(app.get("/v1/me/consents", &user).await).await;
     c.record("GET /v1/me/consents");
-    c.start();
-    expect_ok(
-        app.send(
-            Method::PUT,
-            "/v1/me/consents/marketing_email",
-            Some(&user),
-            Some(json!({"granted": true})),
-        )
-        .await,
+    c.send(
+        &app,
+        "PUT /v1/me/consents/{purpose}",
+        Method::PUT,
+        "/v1/me/consents/marketing_email",
+        Some(&user),
+        Some(json!({"granted": true})),
     )
     .await;
-    c.record("PUT /v1/me/consents/{purpose}");
 
     // Uploads.
     let bytes = crate::content::png(32, 32, [200, 30, 30]);
@@ -242,18 +249,15 @@ async fn every_operation_makes_the_minimum_aws_calls() {
     c.start();
     expect_ok(app.anonymous(&format!("/v1/gallery/{image_id}")).await).await;
     c.record("GET /v1/gallery/{id}");
-    c.start();
-    expect_ok(
-        app.send(
-            Method::POST,
-            &format!("/v1/images/{image_id}/download"),
-            Some(&user),
-            Some(json!({})),
-        )
-        .await,
+    c.send(
+        &app,
+        "POST /v1/images/{id}/download",
+        Method::POST,
+        &format!("/v1/images/{image_id}/download"),
+        Some(&user),
+        Some(json!({})),
     )
     .await;
-    c.record("POST /v1/images/{id}/download");
     c.start();
     expect_ok(app.get("/v1/downloads", &user).await).await;
     c.record("GET /v1/downloads");
@@ -368,34 +372,29 @@ async fn every_operation_makes_the_minimum_aws_calls() {
     )
     .await;
     c.record("DELETE /v1/me/restriction");
-    c.start();
-    let report = expect_ok(
-        app.send(
+    let report = c
+        .send(
+            &app,
+            "POST /v1/reports/child-account",
             Method::POST,
             "/v1/reports/child-account",
             Some(&user),
             Some(json!({"user_id": other.sub})),
         )
-        .await,
-    )
-    .await;
-    c.record("POST /v1/reports/child-account");
+        .await;
     let report_id = report["id"].as_str().unwrap().to_string();
     c.start();
     expect_ok(app.get("/v1/admin/reports", &admin).await).await;
     c.record("GET /v1/admin/reports");
-    c.start();
-    expect_ok(
-        app.send(
-            Method::POST,
-            &format!("/v1/admin/reports/{report_id}/dismiss"),
-            Some(&admin),
-            Some(json!({"reason": "an adult"})),
-        )
-        .await,
+    c.send(
+        &app,
+        "POST /v1/admin/reports/{id}/dismiss",
+        Method::POST,
+        &format!("/v1/admin/reports/{report_id}/dismiss"),
+        Some(&admin),
+        Some(json!({"reason": "an adult"})),
     )
     .await;
-    c.record("POST /v1/admin/reports/{id}/dismiss");
     let child = app.onboarded_user().await;
     let report = expect_ok(
         app.send(
@@ -407,73 +406,59 @@ async fn every_operation_makes_the_minimum_aws_calls() {
         .await,
     )
     .await;
-    c.start();
-    expect_ok(
-        app.send(
-            Method::POST,
-            &format!(
-                "/v1/admin/reports/{}/confirm",
-                report["id"].as_str().unwrap()
-            ),
-            Some(&admin),
-            Some(json!({"reason": "confirmed with the parent"})),
-        )
-        .await,
+    c.send(
+        &app,
+        "POST /v1/admin/reports/{id}/confirm (deactivates the account)",
+        Method::POST,
+        &format!(
+            "/v1/admin/reports/{}/confirm",
+            report["id"].as_str().unwrap()
+        ),
+        Some(&admin),
+        Some(json!({"reason": "confirmed with the parent"})),
     )
     .await;
-    c.record("POST /v1/admin/reports/{id}/confirm (deactivates the account)");
-    c.start();
-    let hold = expect_ok(
-        app.send(
+    let hold = c
+        .send(
+            &app,
+            "POST /v1/admin/holds",
             Method::POST,
             "/v1/admin/holds",
             Some(&admin),
             Some(json!({"user_id": other.sub, "reason": "a case"})),
         )
-        .await,
-    )
-    .await;
-    c.record("POST /v1/admin/holds");
+        .await;
     c.start();
     expect_ok(app.get("/v1/admin/holds", &admin).await).await;
     c.record("GET /v1/admin/holds");
-    c.start();
-    expect_ok(
-        app.send(
-            Method::DELETE,
-            &format!("/v1/admin/holds/{}", hold["id"].as_str().unwrap()),
-            Some(&admin),
-            Some(json!({"reason": "closed"})),
-        )
-        .await,
+    c.send(
+        &app,
+        "DELETE /v1/admin/holds/{id}",
+        Method::DELETE,
+        &format!("/v1/admin/holds/{}", hold["id"].as_str().unwrap()),
+        Some(&admin),
+        Some(json!({"reason": "closed"})),
     )
     .await;
-    c.record("DELETE /v1/admin/holds/{id}");
     let suspension = format!("/v1/admin/users/{}/suspension", other.sub);
-    c.start();
-    expect_ok(
-        app.send(
-            Method::POST,
-            &suspension,
-            Some(&admin),
-            Some(json!({"reason": "abuse"})),
-        )
-        .await,
+    c.send(
+        &app,
+        "POST /v1/admin/users/{id}/suspension",
+        Method::POST,
+        &suspension,
+        Some(&admin),
+        Some(json!({"reason": "abuse"})),
     )
     .await;
-    c.record("POST /v1/admin/users/{id}/suspension");
-    c.start();
-    expect_ok(
-        app.send(
-            Method::DELETE,
-            &suspension,
-            Some(&admin),
-            Some(json!({"reason": "reviewed"})),
-        )
-        .await,
+    c.send(
+        &app,
+        "DELETE /v1/admin/users/{id}/suspension",
+        Method::DELETE,
+        &suspension,
+        Some(&admin),
+        Some(json!({"reason": "reviewed"})),
     )
     .await;
-    c.record("DELETE /v1/admin/users/{id}/suspension");
     c.start();
     expect_ok(app.get("/v1/admin/audit", &admin).await).await;
     c.record("GET /v1/admin/audit");
@@ -485,90 +470,73 @@ async fn every_operation_makes_the_minimum_aws_calls() {
     c.start();
     expect_ok(app.get("/v1/billing/ledger", &user).await).await;
     c.record("GET /v1/billing/ledger");
-    c.start();
-    expect_ok(
-        app.send(
-            Method::PUT,
-            "/v1/billing/spend-cap",
-            Some(&user),
-            Some(json!({"monthly_cap": 5000})),
-        )
-        .await,
+    c.send(
+        &app,
+        "PUT /v1/billing/spend-cap",
+        Method::PUT,
+        "/v1/billing/spend-cap",
+        Some(&user),
+        Some(json!({"monthly_cap": 5000})),
     )
     .await;
-    c.record("PUT /v1/billing/spend-cap");
-    c.start();
-    let checkout = expect_ok(
-        app.send(
+    let checkout = c
+        .send(
+            &app,
+            "POST /v1/billing/checkout (first: creates the customer)",
             Method::POST,
             "/v1/billing/checkout",
             Some(&user),
             Some(json!({"item": "pack_small"})),
         )
-        .await,
+        .await;
+    c.send(
+        &app,
+        "POST /v1/billing/checkout",
+        Method::POST,
+        "/v1/billing/checkout",
+        Some(&user),
+        Some(json!({"item": "pack_small"})),
     )
     .await;
-    c.record("POST /v1/billing/checkout (first: creates the customer)");
-    c.start();
-    expect_ok(
-        app.send(
-            Method::POST,
-            "/v1/billing/checkout",
-            Some(&user),
-            Some(json!({"item": "pack_small"})),
-        )
-        .await,
-    )
-    .await;
-    c.record("POST /v1/billing/checkout");
     let url = checkout["url"].as_str().unwrap();
     c.start();
     assert_eq!(app.http.post(url).send().await.unwrap().status(), 200);
     c.record("POST /v1/webhooks/stripe (checkout.session.completed, a pack)");
-    c.start();
-    expect_ok(
-        app.send(
-            Method::POST,
-            "/v1/billing/portal",
-            Some(&user),
-            Some(json!({})),
-        )
-        .await,
+    c.send(
+        &app,
+        "POST /v1/billing/portal",
+        Method::POST,
+        "/v1/billing/portal",
+        Some(&user),
+        Some(json!({})),
     )
     .await;
-    c.record("POST /v1/billing/portal");
     c.start();
     expect_ok(app.get("/v1/billing/invoices", &user).await).await;
     c.record("GET /v1/billing/invoices");
 
     // Deleting what was made, then the account.
-    c.start();
-    expect_ok(
-        app.send(
-            Method::DELETE,
-            &format!("/v1/images/{image_id}"),
-            Some(&user),
-            None,
-        )
-        .await,
+    c.send(
+        &app,
+        "DELETE /v1/images/{id}",
+        Method::DELETE,
+        &format!("/v1/images/{image_id}"),
+        Some(&user),
+        None,
     )
     .await;
-    c.record("DELETE /v1/images/{id}");
     c.start();
     expect_ok(app.delete_generation(&user, &gen_id).await).await;
     c.record("DELETE /v1/generations/{id}");
-    c.start();
-    expect_ok(
-        app.send(
-            Method::DELETE,
-            &format!("/v1/uploads/{upload_id}"),
-            Some(&user),
-            None,
-        )
-        .await,
+    c.send(
+        &app,
+        "DELETE /v1/uploads/{id}",
+        Method::DELETE,
+        &format!("/v1/uploads/{upload_id}"),
+        Some(&user),
+        None,
     )
     .await;
-    c.record("DELETE /v1/uploads/{id}");
     c.start();
     expect_ok(app.delete_account(&user).await).await;
     c.record("DELETE /v1/me");
