@@ -237,6 +237,9 @@ pub async fn checkout(
     let reservation = ulid::Ulid::new().to_string().to_lowercase();
     let mut attempt = 0;
     loop {
+        // The sequence first: a reservation or an opened checkout that the reads below miss
+        // has moved it on, and this checkout's reservation then fails and reads again.
+        let record = app.store.customer(user).await?;
         let pending = app.store.pending_checkouts(user, now).await?;
         if plan {
             if pending.iter().any(|(_, plan)| *plan) {
@@ -259,7 +262,6 @@ pub async fn checkout(
                 }
             }
         }
-        let record = app.store.customer(user).await?;
         if let Some(cap) = record.spend_cap {
             // Open sessions count too: several of them cannot pass the cap together.
             let spent = app.store.spent_this_month(user, now).await?

@@ -157,6 +157,8 @@ pub struct CustomerRecord {
 
 const STRIPE_CUSTOMER: &str = "STRIPE_CUSTOMER";
 const PENDING: &str = "PENDING#";
+/// How long a checkout's reservation counts before its session replaces it.
+const RESERVATION_LASTS: Duration = Duration::minutes(5);
 
 fn spend_sk(now: DateTime<Utc>) -> String {
     format!("SPEND#{}", now.format("%Y-%m"))
@@ -420,24 +422,21 @@ impl Store {
     }
 
     /// An open checkout's item (`PENDING#<id>`): its amount counts against the spend cap until
-    /// it is paid or expires (Stripe's sessions expire after 24 hours; the sweep deletes it).
+    /// it is paid or `expires` (the sweep deletes it then).
     fn pending_item(
         &self,
         user_id: &str,
         id: &str,
         amount: u64,
         plan: bool,
-        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
     ) -> Item {
         let sk = format!("{PENDING}{id}");
         let mut item = new_item(Kind::PendingCheckout, user_pk(user_id), &sk);
         item.insert("amount".into(), n(amount));
         item.insert("plan".into(), AttributeValue::Bool(plan));
         item.insert(keys::EXP_PK.into(), s(keys::exp_pk(id)));
-        item.insert(
-            keys::EXP_AT.into(),
-            n((now + Duration::hours(24)).timestamp()),
-        );
+        item.insert(keys::EXP_AT.into(), n(expires.timestamp()));
         item
     }
 
@@ -473,7 +472,9 @@ impl Store {
                 &format!("res-{reservation}"),
                 amount,
                 plan,
-                now,
+                // Past the billing function's timeout: a reservation whose checkout died stops
+                // counting soon (a plan's would otherwise block plans).
+                now + RESERVATION_LASTS,
             )))
             .build()?;
         let items = vec![
@@ -489,7 +490,9 @@ impl Store {
         })
     }
 
-    /// The session exists: its open checkout replaces the reservation, in one transaction.
+    /// The session exists: its open checkout replaces the reservation, in one transaction that
+    /// also moves `checkout_seq` on (a checkout that read the open checkouts while this one
+    /// replaced its reservation may have seen neither, and must not reserve on those reads).
     pub async fn confirm_checkout(
         &self,
         user_id: &str,
@@ -502,8 +505,14 @@ impl Store {
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(
-                self.pending_item(user_id, session_id, amount, plan, now),
+                // Stripe's sessions expire after 24 hours.
+                self.pending_item(user_id, session_id, amount, plan, now + Duration::hours(24)),
             ))
+            .build()?;
+        let seq = self
+            .customer_key_update(user_id)
+            .update_expression("SET kind = :kind, retention = :ret ADD checkout_seq :one")
+            .expression_attribute_values(":one", n(1))
             .build()?;
         let delete = aws_sdk_dynamodb::types::Delete::builder()
             .table_name(&self.table)
@@ -513,11 +522,16 @@ impl Store {
             )))
             .build()?;
         let items = vec![
+            self.account_active(user_id)?,
+            TransactWriteItem::builder().update(seq).build(),
             TransactWriteItem::builder().put(put).build(),
             TransactWriteItem::builder().delete(delete).build(),
         ];
-        transact(self.client().await, "open checkout", items).await?;
-        Ok(())
+        match transact(self.client().await, "open checkout", items).await? {
+            TxnOutcome::Committed => Ok(()),
+            // Erased meanwhile: nothing is written after an erasure.
+            TxnOutcome::ConditionFailed(_) => anyhow::bail!("the account is gone"),
+        }
     }
 
     /// No session came of a reservation: it no longer counts.
