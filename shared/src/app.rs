@@ -83,7 +83,6 @@ pub mod ports {
 /// those of its ports. Parsing fails naming the first missing or malformed variable.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub ports: u32,
     pub config: Config,
     pub bucket_name: Option<String>,
     pub generation_queue_url: Option<String>,
@@ -101,7 +100,6 @@ impl Settings {
         use crate::config::required;
         let when = |port: u32| ports & port != 0;
         Ok(Self {
-            ports,
             config: Config::from_lookup(lookup)?,
             bucket_name: when(ports::OBJECTS)
                 .then(|| required(lookup, "BUCKET_NAME"))
@@ -174,7 +172,6 @@ impl App {
             event_bus_name,
             provider,
             moderation,
-            ports: _,
         } = settings;
         let objects = match bucket_name {
             Some(bucket) if P & ports::OBJECTS != 0 => {
@@ -333,7 +330,7 @@ impl App {
 
     fn named(&self, port: u32, name: &str) {
         if self.ports & port == 0 {
-            panic!("this function has no {name} port: add it to the function's PORTS");
+            no_port(name);
         }
     }
 
@@ -363,8 +360,12 @@ impl App {
 fn missing<'a, T: ?Sized>(port: Option<&'a T>, name: &str) -> &'a T {
     match port {
         Some(p) => p,
-        None => panic!("this function has no {name} port: add it to the function's PORTS"),
+        None => no_port(name),
     }
+}
+
+fn no_port(name: &str) -> ! {
+    panic!("this function has no {name} port: add it to the function's PORTS")
 }
 
 /// The queue of a function that names only some of the queue ports (the dev host and the tests
@@ -378,7 +379,7 @@ struct NamedQueues {
 impl NamedQueues {
     fn check(&self, port: u32, name: &str) {
         if self.ports & port == 0 {
-            panic!("this function has no {name} port: add it to the function's PORTS");
+            no_port(name);
         }
     }
 }
