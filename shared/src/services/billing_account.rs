@@ -138,9 +138,14 @@ fn payments(app: &App) -> Result<&dyn crate::payments::Payments, ApiError> {
 /// The user's Stripe customer, one per account: created at Stripe, then kept by a conditional
 /// write; a creation that lost a race (or an account deleted meanwhile) has its customer
 /// deleted again, so Stripe holds no stray copy of the user.
-async fn customer_of(app: &App, caller: &Caller) -> Result<String, ApiError> {
+/// The user's Stripe customer: `stored` (as just read with the customer record), or a new one.
+async fn customer_of(
+    app: &App,
+    caller: &Caller,
+    stored: Option<String>,
+) -> Result<String, ApiError> {
     let user = caller.user_id.as_str();
-    if let Some(id) = app.store.customer(user).await?.customer_id {
+    if let Some(id) = stored {
         return Ok(id);
     }
     let stripe = payments(app)?;
@@ -236,7 +241,7 @@ pub async fn checkout(
     // the cap, nor open two plans.
     let reservation = ulid::Ulid::new().to_string().to_lowercase();
     let mut attempt = 0;
-    loop {
+    let stored_customer = loop {
         // The sequence first: a reservation or an opened checkout that the reads below miss
         // has moved it on, and this checkout's reservation then fails and reads again.
         let record = app.store.customer(user).await?;
@@ -288,7 +293,7 @@ pub async fn checkout(
             )
             .await?
         {
-            Some(true) => break,
+            Some(true) => break record.customer_id,
             Some(false) if attempt < 3 => attempt += 1,
             Some(false) => {
                 return Err(ApiError::Unavailable(
@@ -302,9 +307,9 @@ pub async fn checkout(
                 ));
             }
         }
-    }
+    };
     let opened = async {
-        let customer = customer_of(app, caller).await?;
+        let customer = customer_of(app, caller, stored_customer).await?;
         payments(app)?
             .checkout_url(
                 &customer,
